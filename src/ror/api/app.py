@@ -1,0 +1,201 @@
+"""The HTTP face of the FHIR API (Starlette: the FHIR hot path stays at the ASGI level, DESIGN.md §7).
+
+Every ``RorError`` becomes an OperationOutcome with its status; anything unexpected is logged and
+answered with a 500 OperationOutcome that carries no internal detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ror.errors import (
+    InvalidRequest,
+    Issue,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    PayloadTooLarge,
+    RorError,
+    UnsupportedMediaType,
+)
+from ror.fhir.bundles import operation_outcome
+from ror.fhir.capability import capability_statement
+from ror.fhir.service import FHIR_JSON, JSON_PATCH, FhirService
+from ror.fhir.service import Response as FhirResponse
+from ror.settings import Settings
+
+log = logging.getLogger("ror.api")
+_JSON_TYPES = (FHIR_JSON, "application/json", "application/json+fhir")
+
+
+def fhir_response(r: FhirResponse) -> Response:
+    return Response(r.body, status_code=r.status, headers=r.headers, media_type=FHIR_JSON)
+
+
+def error_response(e: RorError) -> Response:
+    return Response(orjson.dumps(operation_outcome(e.issues)), status_code=e.status, headers=e.headers,
+                    media_type=FHIR_JSON)
+
+
+def _check_accept(request: Request) -> None:
+    accept = request.headers.get("accept", "")
+    if accept and not any(t in accept for t in ("json", "*/*", "application/*")):
+        raise NotAcceptable(f"This server answers in {FHIR_JSON}; Accept: {accept} cannot be served")
+
+
+class FhirApi:
+    def __init__(self, service: FhirService, settings: Settings):
+        self.service = service
+        self.settings = settings
+
+    def base(self, request: Request) -> str:
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/")
+        return str(request.base_url).rstrip("/") + "/fhir"
+
+    async def body(self, request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> bytes:
+        length = request.headers.get("content-length")
+        limit = self.settings.request_body_max_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit}-byte limit")
+        mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if mime not in allowed:
+            raise UnsupportedMediaType(f"Content-Type '{mime or '(none)'}' is not accepted here; send {allowed[0]}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the {limit}-byte limit")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw:
+            raise InvalidRequest("The request body is empty")
+        return raw
+
+    @staticmethod
+    def lenient(request: Request) -> bool:
+        return "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
+
+    async def run(self, request: Request, fn: Callable[[], FhirResponse]) -> Response:
+        try:
+            _check_accept(request)
+            r = await run_in_threadpool(fn)
+        except RorError as e:
+            return error_response(e)
+        if request.headers.get("prefer", "").replace(" ", "").find("return=minimal") >= 0 and r.status in (200, 201) \
+                and request.method in ("POST", "PUT", "PATCH"):
+            r.body = b""
+        return fhir_response(r)
+
+    # -- routes -----------------------------------------------------------------------------------
+    async def metadata(self, request: Request) -> Response:
+        return Response(orjson.dumps(capability_statement(self.base(request))), media_type=FHIR_JSON)
+
+    async def type_level(self, request: Request) -> Response:
+        rtype = request.path_params["rtype"]
+        pairs = parse_qsl(request.url.query, keep_blank_values=True)
+        base = self.base(request)
+        try:
+            if request.method == "GET":
+                return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request)))
+            if request.method == "POST":
+                raw = await self.body(request)
+                return await self.run(request, lambda: self.service.create(rtype, raw, base))
+            if request.method == "PATCH":
+                raw = await self.body(request, (*_JSON_TYPES, JSON_PATCH))
+                ctype = request.headers.get("content-type", "")
+                return await self.run(request, lambda: self.service.conditional_patch(
+                    rtype, pairs, raw, ctype, base, request.headers.get("if-match")))
+            raise MethodNotAllowed(f"{request.method} is not supported on [base]/{rtype}")
+        except RorError as e:
+            return error_response(e)
+
+    async def search_post(self, request: Request) -> Response:
+        rtype = request.path_params["rtype"]
+        try:
+            raw = await self.body(request, ("application/x-www-form-urlencoded",))
+            pairs = parse_qsl(request.url.query, keep_blank_values=True) + \
+                parse_qsl(raw.decode("utf-8", "strict"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return error_response(InvalidRequest("The _search form body is not UTF-8"))
+        except RorError as e:
+            return error_response(e)
+        base = self.base(request)
+        return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request)))
+
+    async def instance(self, request: Request) -> Response:
+        rtype, rid = request.path_params["rtype"], request.path_params["rid"]
+        base = self.base(request)
+        try:
+            if request.method == "GET":
+                return await self.run(request, lambda: self.service.read(rtype, rid))
+            if request.method == "PUT":
+                raw = await self.body(request)
+                return await self.run(request, lambda: self.service.update(rtype, rid, raw, base,
+                                                                           request.headers.get("if-match")))
+            if request.method == "PATCH":
+                raw = await self.body(request, (*_JSON_TYPES, JSON_PATCH))
+                ctype = request.headers.get("content-type", "")
+                return await self.run(request, lambda: self.service.patch(rtype, rid, raw, ctype, base,
+                                                                          request.headers.get("if-match")))
+            raise MethodNotAllowed(f"{request.method} is not supported on [base]/{rtype}/[id]: the ROR IG "
+                                   "has no delete interaction (close the entity with its status or dates)",
+                                   headers={"Allow": "GET, PUT, PATCH"})
+        except RorError as e:
+            return error_response(e)
+
+    async def history(self, request: Request) -> Response:
+        rtype, rid = request.path_params["rtype"], request.path_params["rid"]
+        base = self.base(request)
+        return await self.run(request, lambda: self.service.history(rtype, rid, base))
+
+    async def vread(self, request: Request) -> Response:
+        rtype, rid, vid = (request.path_params[k] for k in ("rtype", "rid", "vid"))
+        if not vid.isdigit():
+            return error_response(InvalidRequest(f"Version id '{vid}' is not a number", expression="versionId"))
+        return await self.run(request, lambda: self.service.read(rtype, rid, int(vid)))
+
+    async def system(self, request: Request) -> Response:
+        base = self.base(request)
+        try:
+            raw = await self.body(request)
+        except RorError as e:
+            return error_response(e)
+        return await self.run(request, lambda: self.service.bundle(raw, base))
+
+
+async def _not_found(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+    return error_response(NotFound(f"No FHIR endpoint at {request.url.path}"))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    issue = Issue("fatal", "exception", "Internal error; it has been logged. Please report the time of the request.")
+    return Response(orjson.dumps(operation_outcome([issue])), status_code=500, media_type=FHIR_JSON)
+
+
+def create_app(service: FhirService, settings: Settings) -> Starlette:
+    api = FhirApi(service, settings)
+    routes = [
+        Route("/", lambda request: RedirectResponse("/fhir/metadata")),
+        Route("/fhir/metadata", api.metadata, methods=["GET"]),
+        Route("/fhir", api.system, methods=["POST"]),
+        Route("/fhir/{rtype}/_search", api.search_post, methods=["POST"]),
+        Route("/fhir/{rtype}/{rid}/_history/{vid}", api.vread, methods=["GET"]),
+        Route("/fhir/{rtype}/{rid}/_history", api.history, methods=["GET"]),
+        Route("/fhir/{rtype}/{rid}", api.instance, methods=["GET", "PUT", "PATCH", "DELETE", "POST"]),
+        Route("/fhir/{rtype}", api.type_level, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _not_found, Exception: _server_error})

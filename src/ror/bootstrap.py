@@ -1,0 +1,23 @@
+"""Composition root: builds the engine, the services and the web app from settings."""
+
+from __future__ import annotations
+
+from ror.settings import Settings, get_settings
+from ror.store.engine import make_engine
+
+
+def build_service(settings: Settings | None = None):
+    from ror.fhir.service import FhirService
+    settings = settings or get_settings()
+    return FhirService(make_engine(settings.database_url), settings)
+
+
+def build_app(settings: Settings | None = None):
+    """ASGI app for uvicorn (``ror.bootstrap:app_factory`` with ``--factory``)."""
+    from ror.api.app import create_app
+    settings = settings or get_settings()
+    return create_app(build_service(settings), settings)
+
+
+def app_factory():
+    return build_app()

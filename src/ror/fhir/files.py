@@ -1,0 +1,77 @@
+"""Read FHIR resources from files: a Bundle (any type: its entries' resources) or NDJSON (one
+resource per line, as `$export` writes). Streaming for NDJSON, so file size does not bound memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ror.errors import InputFileError
+from ror.profiles.searchparams import RESOURCE_TYPES
+
+
+@dataclass
+class Rejected:
+    where: str  # "file:line" or "file#entry[n]"
+    reason: str
+
+
+def _check(res: object, where: str) -> dict | Rejected:
+    if not isinstance(res, dict):
+        return Rejected(where, "not a JSON object")
+    rtype = res.get("resourceType")
+    if rtype not in RESOURCE_TYPES:
+        return Rejected(where, f"resourceType '{rtype}' is not served (served: {', '.join(RESOURCE_TYPES)})")
+    if not isinstance(res.get("id"), str) or not res["id"]:
+        return Rejected(where, f"{rtype} without an id: loaded resources keep their ids")
+    return res
+
+
+def read_resources(path: Path) -> Iterator[dict | Rejected]:
+    """Resources of ``path``, or ``Rejected`` items saying where and why, in file order.
+
+    NDJSON when the first line is a complete JSON value and more lines follow; otherwise the file
+    is one JSON document, which must be a Bundle."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+            more = bool(f.read(1 << 12).strip())
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
+    if not first.strip() and not more:
+        raise InputFileError(f"{path}: the file is empty")
+    try:
+        orjson.loads(first)
+        ndjson = more
+    except orjson.JSONDecodeError:
+        ndjson = False
+    if ndjson:
+        yield from _ndjson(path)
+        return
+    try:
+        bundle = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise InputFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        if isinstance(bundle, dict) and "resourceType" in bundle:
+            yield _check(bundle, str(path))
+            return
+        raise InputFileError(f"{path}: expected a Bundle, a resource or NDJSON")
+    for i, entry in enumerate(bundle.get("entry") or []):
+        yield _check(entry.get("resource") if isinstance(entry, dict) else None, f"{path}#entry[{i}]")
+
+
+def _ndjson(path: Path) -> Iterator[dict | Rejected]:
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                res = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                yield Rejected(f"{path}:{n}", f"invalid JSON ({e})")
+                continue
+            yield _check(res, f"{path}:{n}")

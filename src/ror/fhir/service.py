@@ -1,0 +1,415 @@
+"""FHIR REST interactions of the ROR server, independent of the web framework.
+
+Each interaction takes parsed input and returns a ``Response`` (status, body bytes, headers) or
+raises a ``RorError``. Writes run in one database transaction; ``transaction`` Bundles run all their
+entries in one, so they are atomic.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from urllib.parse import parse_qsl
+
+import orjson
+from sqlalchemy import Connection, Engine
+
+from ror.errors import (
+    InvalidRequest,
+    InvalidResource,
+    MethodNotAllowed,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+    RorError,
+    UnsupportedMediaType,
+    UnsupportedResourceType,
+)
+from ror.fhir import bundles
+from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from ror.fhirdates import stamp_to_instant
+from ror.profiles.searchparams import RESOURCE_TYPES, registry
+from ror.search.execute import SearchResult, query_fingerprint, run_search
+from ror.search.plan import SearchPlan, build_plan
+from ror.settings import Settings
+from ror.store import repository
+from ror.store.engine import WRITE
+
+FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+# Interactions per type: those of the IG's ror-serveur CapabilityStatement, plus vread and
+# history-instance (versions are kept anyway, and clients use them to audit a change).
+INTERACTIONS = {
+    "Location": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+    "HealthcareService": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+    "Organization": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+    "Practitioner": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+    "PractitionerRole": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+    "Task": ("read", "vread", "history-instance", "search-type", "create", "update", "patch"),
+}
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    last_updated: str | None = None  # stamp of the version returned, for Bundle responses
+
+
+def check_type(rtype: str) -> None:
+    if rtype not in RESOURCE_TYPES:
+        raise UnsupportedResourceType(f"Resource type '{rtype}' is not served by ROR national "
+                                      f"(served: {', '.join(RESOURCE_TYPES)})", expression=rtype)
+
+
+def check_id(rid: str) -> None:
+    if not _ID_RE.match(rid):
+        raise InvalidRequest(f"'{rid}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", expression="id")
+
+
+def parse_json(raw: bytes, what: str = "body") -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"The {what} is not valid JSON: {e}") from None
+
+
+def check_resource(res: object, rtype: str, rid: str | None = None, where: str = "") -> dict:
+    """Structural checks every write needs (profile validation is in ror.profiles)."""
+    if not isinstance(res, dict):
+        raise InvalidResource(f"{where or 'The body'} must be a JSON object (a FHIR resource)")
+    got = res.get("resourceType")
+    if got != rtype:
+        raise InvalidResource(f"{where or 'The body'} has resourceType '{got}' where {rtype} is expected",
+                              expression=f"{rtype}.resourceType" if got else rtype)
+    if rid is not None:
+        if res.get("id") is None:
+            raise InvalidResource(f"The resource must carry its id '{rid}' (FHIR update)", expression=f"{rtype}.id")
+        if res.get("id") != rid:
+            raise InvalidResource(f"The resource id '{res.get('id')}' does not match the URL id '{rid}'",
+                                  expression=f"{rtype}.id")
+    elif "id" in res and (not isinstance(res["id"], str) or not _ID_RE.match(res["id"])):
+        raise InvalidResource(f"'{res['id']}' is not a valid FHIR id", expression=f"{rtype}.id")
+    meta = res.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise InvalidResource("meta must be an object", expression=f"{rtype}.meta")
+    for key, value in res.items():
+        if value in (None, [], {}, ""):
+            raise InvalidResource(f"Element '{key}' is empty: FHIR JSON omits absent elements",
+                                  expression=f"{rtype}.{key}")
+    return res
+
+
+def http_date(stamp: str) -> str:
+    return format_datetime(datetime.fromisoformat(stamp.replace("Z", "+00:00")), usegmt=True)
+
+
+def version_headers(version: int, stamp: str) -> dict[str, str]:
+    return {"ETag": f'W/"{version}"', "Last-Modified": http_date(stamp)}
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if not value:
+        return None
+    m = re.fullmatch(r'\s*(?:W/)?"(\d+)"\s*', value)
+    if not m:
+        raise InvalidRequest(f"If-Match must be an ETag such as W/\"3\", not {value!r}", expression="If-Match")
+    return int(m.group(1))
+
+
+class FhirService:
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+
+    @contextmanager
+    def _writing(self):
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _reading(self):
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- reads ----------------------------------------------------------------------------------
+    def read(self, rtype: str, rid: str, version: int | None = None) -> Response:
+        check_type(rtype)
+        check_id(rid)
+        with self._reading() as conn:
+            s = repository.read(conn, rtype, rid) if version is None else \
+                repository.read_version(conn, rtype, rid, version)
+        return Response(200, s.body, version_headers(s.version, s.last_updated), s.last_updated)
+
+    def history(self, rtype: str, rid: str, base: str) -> Response:
+        check_type(rtype)
+        check_id(rid)
+        with self._reading() as conn:
+            versions = repository.history(conn, rtype, rid)
+        return Response(200, bundles.history_bundle(base, rtype, rid, versions))
+
+    def plan(self, rtype: str, pairs: list[tuple[str, str]], lenient: bool) -> SearchPlan:
+        check_type(rtype)
+        return build_plan(rtype, pairs, registry(), self.settings, lenient)
+
+    def search(self, rtype: str, pairs: list[tuple[str, str]], base: str, lenient: bool = False) -> Response:
+        plan = self.plan(rtype, pairs, lenient)
+        with self._reading() as conn:
+            result = run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs))
+        return Response(200, bundles.searchset(base, rtype, pairs, result, plan.warnings))
+
+    def search_result(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> SearchResult:
+        plan = self.plan(rtype, pairs, lenient=False)
+        return run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs))
+
+    # -- writes ---------------------------------------------------------------------------------
+    def create(self, rtype: str, raw: bytes, base: str) -> Response:
+        res = check_resource(parse_json(raw), rtype)
+        with self._writing() as conn:
+            return self._create(conn, rtype, res, base)
+
+    def _create(self, conn: Connection, rtype: str, res: dict, base: str, rid: str | None = None) -> Response:
+        check_type(rtype)
+        res = {**res, "id": rid or str(uuid.uuid4())}
+        w = repository.write_batch(conn, [repository.prepare(res)])[0]
+        return self._written(w, base, 201)
+
+    def update(self, rtype: str, rid: str, raw: bytes, base: str, if_match: str | None = None) -> Response:
+        check_type(rtype)
+        check_id(rid)
+        res = check_resource(parse_json(raw), rtype, rid)
+        with self._writing() as conn:
+            return self._update(conn, rtype, rid, res, base, parse_if_match(if_match))
+
+    def _update(self, conn: Connection, rtype: str, rid: str, res: dict, base: str, expected: int | None) -> Response:
+        cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
+        if expected is not None and (cur is None or cur.version != expected):
+            raise PreconditionFailed(f"{rtype}/{rid} is at version {cur.version if cur else 'none'}, "
+                                     f"not {expected} (If-Match)", expression=rtype)
+        w = repository.write_batch(conn, [repository.prepare(res)], {(rtype, rid): cur} if cur else {})[0]
+        return self._written(w, base, 201 if w.outcome == "created" else 200, conn)
+
+    def patch(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str,
+              if_match: str | None = None) -> Response:
+        check_type(rtype)
+        check_id(rid)
+        patcher = self._patcher(raw, content_type)
+        with self._writing() as conn:
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match))
+
+    def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
+                          base: str, if_match: str | None = None) -> Response:
+        check_type(rtype)
+        if not pairs:
+            raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
+        patcher = self._patcher(raw, content_type)
+        with self._writing() as conn:
+            rid = self._single_match(conn, rtype, pairs)
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match))
+
+    def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
+        result = self.search_result(conn, rtype, [*pairs, ("_count", "2"), ("_total", "none")])
+        if not result.matches:
+            raise NotFound(f"No {rtype} matches {'&'.join(f'{k}={v}' for k, v in pairs)}", expression=rtype)
+        if len(result.matches) > 1:
+            raise MultipleMatches(f"Several {rtype} resources match {'&'.join(f'{k}={v}' for k, v in pairs)}; "
+                                  "a conditional patch needs exactly one", expression=rtype)
+        return result.matches[0].rid
+
+    def _patcher(self, raw: bytes, content_type: str) -> Callable[[dict], dict]:
+        mime = (content_type or "").split(";")[0].strip().lower()
+        body = parse_json(raw, "patch")
+        if mime == JSON_PATCH:
+            if not isinstance(body, list):
+                raise InvalidRequest("A JSON Patch body is an array of operations (RFC 6902)")
+            return lambda res: apply_json_patch(res, body)
+        if mime in (FHIR_JSON, "application/json"):
+            if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+                raise InvalidRequest("A FHIRPath Patch body is a Parameters resource", expression="Parameters")
+            return lambda res: apply_fhirpath_patch(res, body)
+        raise UnsupportedMediaType(f"PATCH takes {FHIR_JSON} (FHIRPath Patch) or {JSON_PATCH}, not '{mime}'")
+
+    def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None) -> Response:
+        cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
+        if cur is None:
+            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        if expected is not None and cur.version != expected:
+            raise PreconditionFailed(f"{rtype}/{rid} is at version {cur.version}, not {expected} (If-Match)",
+                                     expression=rtype)
+        current = orjson.loads(repository.read(conn, rtype, rid).body)
+        patched = patcher(current)
+        check_resource(patched, rtype, rid)
+        w = repository.write_batch(conn, [repository.prepare(patched)], {(rtype, rid): cur})[0]
+        return self._written(w, base, 200, conn)
+
+    def _written(self, w: repository.Written, base: str, status: int, conn: Connection | None = None) -> Response:
+        body = w.body
+        if w.outcome == "unchanged":
+            assert conn is not None
+            body = repository.read(conn, w.rtype, w.rid).body
+        headers = version_headers(w.version, w.last_updated)
+        headers["Location"] = f"{base}/{w.rtype}/{w.rid}/_history/{w.version}"
+        return Response(status, body, headers, w.last_updated)
+
+    # -- Bundles --------------------------------------------------------------------------------
+    def bundle(self, raw: bytes, base: str) -> Response:
+        b = parse_json(raw)
+        if not isinstance(b, dict) or b.get("resourceType") != "Bundle":
+            raise InvalidRequest("POST [base] takes a Bundle of type transaction or batch", expression="Bundle")
+        kind = b.get("type")
+        if kind not in ("transaction", "batch"):
+            raise InvalidRequest(f"Bundle.type must be transaction or batch, not '{kind}'", expression="Bundle.type")
+        entries = b.get("entry") or []
+        if not isinstance(entries, list):
+            raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
+        if kind == "transaction":
+            return self._transaction(entries, base)
+        return self._batch(entries, base)
+
+    def _transaction(self, entries: list, base: str) -> Response:
+        ids = _assign_ids(entries)
+        entries = [_rewrite_refs(e, ids) for e in entries]
+        order = sorted(range(len(entries)), key=lambda i: _METHOD_ORDER.get(_method(entries[i], i), 9))
+        results: list[Response | None] = [None] * len(entries)
+        with self._writing() as conn:
+            for i in order:
+                try:
+                    results[i] = self._entry(conn, entries[i], i, base, ids)
+                except RorError as e:
+                    for issue in e.issues:  # say which entry failed; nothing of the Bundle was written
+                        issue.expression = [f"Bundle.entry[{i}]", *issue.expression]
+                        issue.diagnostics = f"Bundle.entry[{i}]: {issue.diagnostics} (transaction rolled back)"
+                    raise
+        return Response(200, _response_bundle("transaction-response", results))
+
+    def _batch(self, entries: list, base: str) -> Response:
+        results: list[Response] = []
+        for i, entry in enumerate(entries):
+            try:
+                with self._writing() as conn:
+                    results.append(self._entry(conn, entry, i, base, {}))
+            except RorError as e:
+                results.append(Response(e.status, orjson.dumps(bundles.operation_outcome(e.issues))))
+        return Response(200, _response_bundle("batch-response", results))
+
+    def _entry(self, conn: Connection, entry: object, i: int, base: str, ids: dict) -> Response:
+        method = _method(entry, i)
+        url = entry["request"]["url"]
+        path, _, query = url.partition("?")
+        parts = [p for p in path.split("/") if p]
+        pairs = _parse_query(query)
+        res = entry.get("resource")
+        if method == "POST" and len(parts) == 1:
+            check_type(parts[0])
+            check_resource(res, parts[0], where=f"Bundle.entry[{i}].resource")
+            full = entry.get("fullUrl")
+            return self._create(conn, parts[0], res, base, ids.get(full, (None, None))[1] if full else None)
+        if method == "PUT" and len(parts) == 2:
+            check_type(parts[0])
+            check_id(parts[1])
+            check_resource(res, parts[0], parts[1], where=f"Bundle.entry[{i}].resource")
+            return self._update(conn, parts[0], parts[1], res, base,
+                                parse_if_match(entry["request"].get("ifMatch")))
+        if method == "PATCH" and len(parts) in (1, 2):
+            check_type(parts[0])
+            patcher = self._entry_patcher(res, i)
+            rid = parts[1] if len(parts) == 2 else self._single_match(conn, parts[0], pairs)
+            return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")))
+        if method == "GET" and len(parts) == 2:
+            check_type(parts[0])
+            s = repository.read(conn, parts[0], parts[1])
+            return Response(200, s.body, version_headers(s.version, s.last_updated), s.last_updated)
+        if method == "GET" and len(parts) == 1:
+            check_type(parts[0])
+            result = self.search_result(conn, parts[0], pairs)
+            return Response(200, bundles.searchset(base, parts[0], pairs, result, []))
+        raise MethodNotAllowed(f"Bundle.entry[{i}]: {method} {url} is not supported in a Bundle "
+                               "(POST Type, PUT Type/id, PATCH Type/id or Type?criteria, GET)",
+                               expression=f"Bundle.entry[{i}].request")
+
+    def _entry_patcher(self, res: object, i: int) -> Callable[[dict], dict]:
+        if isinstance(res, dict) and res.get("resourceType") == "Parameters":
+            return lambda r: apply_fhirpath_patch(r, res)
+        if isinstance(res, dict) and res.get("resourceType") == "Binary" and \
+                res.get("contentType", "").startswith(JSON_PATCH):
+            ops = parse_json(base64.b64decode(res.get("data", "")), "JSON Patch")
+            return lambda r: apply_json_patch(r, ops)
+        raise InvalidRequest(f"Bundle.entry[{i}]: a PATCH entry carries a Parameters (FHIRPath Patch) or a "
+                             "Binary of application/json-patch+json", expression=f"Bundle.entry[{i}].resource")
+
+
+_METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+
+
+def _method(entry: object, i: int) -> str:
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict) \
+            or not isinstance(entry["request"].get("url"), str):
+        raise InvalidRequest(f"Bundle.entry[{i}] needs request.method and request.url",
+                             expression=f"Bundle.entry[{i}].request")
+    method = str(entry["request"].get("method", "")).upper()
+    if method not in _METHOD_ORDER:
+        raise InvalidRequest(f"Bundle.entry[{i}]: unknown request.method '{method}'",
+                             expression=f"Bundle.entry[{i}].request.method")
+    return method
+
+
+def _assign_ids(entries: list) -> dict[str, tuple[str, str]]:
+    """fullUrl of each POST entry -> (type, new id), so that references to it can be rewritten."""
+    ids: dict[str, tuple[str, str]] = {}
+    for i, e in enumerate(entries):
+        if _method(e, i) == "POST" and isinstance(e.get("resource"), dict) and isinstance(e.get("fullUrl"), str):
+            ids[e["fullUrl"]] = (str(e["resource"].get("resourceType")), str(uuid.uuid4()))
+    return ids
+
+
+def _rewrite_refs(node, ids: dict[str, tuple[str, str]]):
+    if not ids:
+        return node
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and v in ids:
+                t, rid = ids[v]
+                out[k] = f"{t}/{rid}"
+            elif k == "fullUrl":
+                out[k] = v
+            else:
+                out[k] = _rewrite_refs(v, ids)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v, ids) for v in node]
+    return node
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _response_bundle(kind: str, results: list) -> bytes:
+    entries = []
+    for r in results:
+        resp: dict = {"status": str(r.status)}
+        if "Location" in r.headers:
+            resp["location"] = r.headers["Location"]
+        if "ETag" in r.headers:
+            resp["etag"] = r.headers["ETag"]
+        if r.last_updated:
+            resp["lastModified"] = stamp_to_instant(r.last_updated)
+        if r.status >= 400:
+            entries.append(b'{"response":' + orjson.dumps({**resp, "outcome": orjson.loads(r.body)}) + b"}")
+        else:
+            entries.append(b'{"resource":' + r.body + b',"response":' + orjson.dumps(resp) + b"}")
+    return orjson.dumps({"resourceType": "Bundle", "type": kind})[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+

@@ -1,0 +1,96 @@
+"""FHIR date/dateTime/instant values as UTC ranges, the form both the index and the search use.
+
+A FHIR date is a period at its precision: ``2024`` is the whole year, ``2024-03-05T10:00`` the whole
+minute. Each value becomes ``(low, high)`` stamps, ``high`` inclusive (last millisecond). Stamps are
+fixed-width ISO strings (``2024-03-05T09:00:00.000Z``) so they compare correctly as text in both
+databases. Values without a time zone are read in the server's local time zone (FHIR: "server
+local time"), Europe/Paris by default.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from ror.errors import InvalidSearch
+
+STAMP_MIN = "0001-01-01T00:00:00.000Z"
+STAMP_MAX = "9999-12-31T23:59:59.999Z"
+
+_DATE_RE = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+_MS = timedelta(milliseconds=1)
+
+
+@lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def stamp(dt: datetime) -> str:
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def now_stamp() -> str:
+    return stamp(datetime.now(UTC))
+
+
+def stamp_to_instant(s: str) -> str:
+    """Stamp -> FHIR instant as served in meta.lastUpdated."""
+    return s[:-1] + "+00:00"
+
+
+def _add_months(dt: datetime, months: int) -> datetime:
+    y, m = divmod(dt.month - 1 + months, 12)
+    return dt.replace(year=dt.year + y, month=m + 1)
+
+
+def parse_range(value: str, local_tz: str = "Europe/Paris") -> tuple[str, str] | None:
+    """(low, high) stamps of a FHIR date/dateTime/instant, or None if it is not one."""
+    m = _DATE_RE.match(value)
+    if not m:
+        return None
+    g = m.groupdict()
+    try:
+        tz = _zone(local_tz)
+        if g["tz"]:
+            tz = UTC if g["tz"] == "Z" else datetime.strptime(g["tz"].replace(":", ""), "%z").tzinfo
+        y = int(g["y"])
+        if g["m"] is None:
+            low = datetime(y, 1, 1, tzinfo=tz)
+            high = _add_months(low, 12)
+        elif g["d"] is None:
+            low = datetime(y, int(g["m"]), 1, tzinfo=tz)
+            high = _add_months(low, 1)
+        elif g["H"] is None:
+            low = datetime(y, int(g["m"]), int(g["d"]), tzinfo=tz)
+            high = low + timedelta(days=1)
+        else:
+            frac = g["f"] or ""
+            micro = int((frac + "000000")[:6]) if frac else 0
+            low = datetime(y, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), int(g["S"] or 0),
+                           micro, tzinfo=tz)
+            if g["S"] is None:
+                high = low + timedelta(minutes=1)
+            elif not frac:
+                high = low + timedelta(seconds=1)
+            else:
+                high = low + timedelta(milliseconds=1) if len(frac) <= 3 else low + _MS
+    except (ValueError, OverflowError):
+        return None
+    return stamp(low), stamp(high - _MS)
+
+
+def parse_search_date(value: str, local_tz: str, param: str) -> tuple[str, str]:
+    rng = parse_range(value, local_tz)
+    if rng is None:
+        raise InvalidSearch(f"'{value}' is not a valid FHIR date for parameter '{param}' "
+                            "(expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|±hh:mm])",
+                            expression=param)
+    return rng

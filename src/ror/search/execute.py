@@ -1,0 +1,173 @@
+"""Run a search plan: one page of matches (keyset paging over a pinned snapshot), the total, and
+the included resources."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import Connection, func, select
+
+from ror.errors import InvalidSearch, TooCostly
+from ror.geo import haversine_km
+from ror.search.compile import Compiler, keyset_condition
+from ror.search.plan import IncludeSpec, SearchPlan
+from ror.settings import Settings
+from ror.store import repository
+from ror.store.engine import current_tx
+from ror.store.indexer import location_point
+from ror.store.schema import LIVE_TX, idx_ref, resource
+
+_MAX_INCLUDE_ROUNDS = 8
+
+
+@dataclass
+class Entry:
+    rtype: str
+    rid: str
+    body: bytes
+    distance_km: float | None = None
+
+
+@dataclass
+class SearchResult:
+    matches: list[Entry] = field(default_factory=list)
+    included: list[Entry] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+
+
+def query_fingerprint(rtype: str, pairs: list[tuple[str, str]]) -> str:
+    """Identifies a search independently of its cursor, so a cursor cannot be replayed on another."""
+    norm = sorted((k, v) for k, v in pairs if k not in ("_cursor", "_format", "_pretty"))
+    return hashlib.blake2b(orjson.dumps([rtype, norm]), digest_size=6).hexdigest()
+
+
+def encode_cursor(data: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def decode_cursor(token: str, fingerprint: str) -> dict:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not (isinstance(data, dict) and isinstance(data.get("s"), int) and isinstance(data.get("p"), int)
+                and isinstance(data.get("k"), list) and data.get("f") == fingerprint):
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidSearch("_cursor is not a cursor issued for this search (follow the `next` link as given)",
+                            expression="_cursor") from None
+    return data
+
+
+def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerprint: str) -> SearchResult:
+    cursor = decode_cursor(plan.cursor, fingerprint) if plan.cursor else None
+    snapshot = cursor["s"] if cursor else current_tx(conn)
+    comp = Compiler(plan, settings, snapshot, conn.dialect.name)
+    base, keys = comp.matches()
+    out = SearchResult()
+    if plan.total or plan.summary_count:
+        out.total = cursor["t"] if cursor and cursor.get("t") is not None else conn.execute(
+            select(func.count()).select_from(base.subquery())).scalar_one()
+    if plan.summary_count:
+        return out
+    sub = base.subquery()
+    sort_cols = [(sub.c[f"k{i}"], desc) for i, (_, desc) in enumerate(keys)]
+    q = select(sub.c.pk, *[c for c, _ in sort_cols])
+    if cursor:
+        if len(cursor["k"]) != len(sort_cols):
+            raise InvalidSearch("_cursor does not match the sort of this search", expression="_cursor")
+        q = q.where(keyset_condition(sort_cols, sub.c.pk, cursor["k"], cursor["p"]))
+    q = q.order_by(*[c.desc() if desc else c.asc() for c, desc in sort_cols], sub.c.pk.asc()).limit(plan.count + 1)
+    rows = conn.execute(q).all()
+    more = len(rows) > plan.count
+    rows = rows[:plan.count]
+    if more:
+        last = rows[-1]
+        out.next_cursor = encode_cursor({"s": snapshot, "k": list(last[1:]), "p": last[0], "t": out.total,
+                                         "f": fingerprint})
+    pks = [r[0] for r in rows]
+    bodies = repository.bodies(conn, pks, snapshot)
+    ids = _ids(conn, pks)
+    geo = comp.geo_query(plan.near) if plan.near is not None else None
+    for pk in pks:
+        rtype, rid = ids[pk]
+        out.matches.append(Entry(rtype, rid, bodies[pk], _distance(rtype, bodies[pk], geo)))
+    if plan.includes and pks:
+        included = resolve_includes(conn, plan.includes, [(*ids[pk], pk) for pk in pks], settings.include_max)
+        inc_bodies = repository.bodies(conn, [pk for _, _, pk in included])
+        out.included = [Entry(t, rid, inc_bodies[pk], _distance(t, inc_bodies[pk], geo)) for t, rid, pk in included]
+    return out
+
+
+def _ids(conn: Connection, pks: list[int]) -> dict[int, tuple[str, str]]:
+    out: dict[int, tuple[str, str]] = {}
+    for i in range(0, len(pks), 500):
+        for pk, rtype, rid in conn.execute(select(resource.c.pk, resource.c.rtype, resource.c.rid)
+                                           .where(resource.c.pk.in_(pks[i:i + 500]))):
+            out[pk] = (rtype, rid)
+    return out
+
+
+def _distance(rtype: str, body: bytes, geo) -> float | None:
+    if geo is None or rtype != "Location":
+        return None
+    point = location_point(orjson.loads(body))
+    return round(haversine_km(geo.lat, geo.lon, *point), 3) if point else None
+
+
+def resolve_includes(conn: Connection, specs: list[IncludeSpec], matches: list[tuple[str, str, int]],
+                     limit: int) -> list[tuple[str, str, int]]:
+    """Resources reached by _include/_revinclude from the page's matches; iterate specs are applied
+    again to what they bring in, until nothing new appears."""
+    seen = {(t, rid) for t, rid, _ in matches}
+    frontier = matches
+    found: list[tuple[str, str, int]] = []
+    for round_no in range(_MAX_INCLUDE_ROUNDS):
+        new: list[tuple[str, str, int]] = []
+        for spec in specs:
+            if round_no > 0 and not spec.iterate:
+                continue
+            for item in (_reverse(conn, spec, frontier) if spec.reverse else _forward(conn, spec, frontier)):
+                if (item[0], item[1]) not in seen:
+                    seen.add((item[0], item[1]))
+                    new.append(item)
+        if len(found) + len(new) > limit:
+            raise TooCostly(f"the includes bring more than {limit} resources for this page; lower _count",
+                            expression="_include")
+        found += new
+        frontier = new
+        if not new:
+            break
+    return found
+
+
+def _forward(conn: Connection, spec: IncludeSpec, frontier) -> list[tuple[str, str, int]]:
+    src = [pk for t, _, pk in frontier if t == spec.source]
+    refs: set[tuple[str, str]] = set()
+    for i in range(0, len(src), 500):
+        q = select(idx_ref.c.target_type, idx_ref.c.target_id).where(
+            idx_ref.c.pk.in_(src[i:i + 500]), idx_ref.c.param == spec.param.key, idx_ref.c.until_tx == LIVE_TX)
+        if spec.target:
+            q = q.where(idx_ref.c.target_type == spec.target)
+        refs.update(conn.execute(q).tuples())
+    pks = repository.pks_for(conn, sorted(refs))
+    return [(t, rid, pk) for (t, rid), pk in sorted(pks.items(), key=lambda kv: kv[1])]
+
+
+def _reverse(conn: Connection, spec: IncludeSpec, frontier) -> list[tuple[str, str, int]]:
+    by_type: dict[str, list[str]] = {}
+    for t, rid, _ in frontier:
+        if not spec.param.targets or t in spec.param.targets:
+            by_type.setdefault(t, []).append(rid)
+    out: list[tuple[str, str, int]] = []
+    for t, rids in by_type.items():
+        for i in range(0, len(rids), 500):
+            q = (select(resource.c.rtype, resource.c.rid, resource.c.pk).distinct()
+                 .join(idx_ref, idx_ref.c.pk == resource.c.pk)
+                 .where(idx_ref.c.param == spec.param.key, idx_ref.c.until_tx == LIVE_TX,
+                        idx_ref.c.target_type == t, idx_ref.c.target_id.in_(rids[i:i + 500]))
+                 .order_by(resource.c.pk))
+            out += [tuple(r) for r in conn.execute(q)]
+    return out

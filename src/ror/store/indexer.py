@@ -1,0 +1,177 @@
+"""Index rows of a resource, computed at write time from the search-parameter registry."""
+
+from __future__ import annotations
+
+import re
+
+from unidecode import unidecode
+
+from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_range
+from ror.geo import load_communes
+from ror.profiles.searchparams import ROR, SPECIAL, registry
+from ror.settings import get_settings
+
+_SPACES = re.compile(r"\s+")
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+_ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
+# Keys whose string values are machinery, not content, for _content search.
+_NOT_CONTENT = {"url", "system", "reference", "div", "id", "status", "profile", "versionId", "lastUpdated",
+                "resourceType", "use", "language", "fullUrl", "valueCanonical"}
+
+
+def fold(s: str) -> str:
+    """Case-, accent- and spacing-insensitive form used by string search."""
+    return _SPACES.sub(" ", unidecode(s).lower()).strip()
+
+
+def _tokens(value, hint) -> list[tuple[str | None, str]]:
+    if isinstance(value, bool):
+        return [(None, "true" if value else "false")]
+    if isinstance(value, (str, int, float)):
+        return [(None, str(value))]
+    if not isinstance(value, dict):
+        return []
+    if "coding" in value:
+        return [(c.get("system"), c["code"]) for c in value["coding"] if isinstance(c, dict) and c.get("code")]
+    if "code" in value and isinstance(value["code"], str):
+        return [(value.get("system"), value["code"])]
+    if isinstance(value.get("value"), str):  # Identifier, ContactPoint
+        return [(value.get("system"), value["value"])]
+    return []
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, dict):
+        return []
+    parts = _NAME_PARTS if ("family" in value or "given" in value) else _ADDRESS_PARTS
+    out: list[str] = []
+    for key in parts:
+        v = value.get(key)
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, list):
+            out.extend(x for x in v if isinstance(x, str))
+    return out
+
+
+def parse_reference(ref: str) -> tuple[str, str] | None:
+    """'Organization/1', 'https://host/fhir/Organization/1/_history/2' -> ('Organization', '1')."""
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1]:
+        return parts[-2], parts[-1]
+    return None
+
+
+def _references(value) -> list[tuple[str, str]]:
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        ref = parse_reference(value["reference"])
+        return [ref] if ref else []
+    return []
+
+
+def _dates(value, tz: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        rng = parse_range(value, tz)
+        return [rng] if rng else []
+    if isinstance(value, dict) and ("start" in value or "end" in value):
+        start = parse_range(value["start"], tz) if isinstance(value.get("start"), str) else None
+        end = parse_range(value["end"], tz) if isinstance(value.get("end"), str) else None
+        return [(start[0] if start else STAMP_MIN, end[1] if end else STAMP_MAX)]
+    return []
+
+
+def _numbers(value) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)):
+        return [float(value["value"])]
+    return []
+
+
+def _quantities(value) -> list[tuple[float, str | None, str | None]]:
+    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) \
+            and not isinstance(value.get("value"), bool):
+        return [(float(value["value"]), value.get("system"), value.get("code") or value.get("unit"))]
+    return []
+
+
+def location_point(resource: dict) -> tuple[float, float] | None:
+    """Where a place is: its position, else the centre of its commune (ror-commune-cog)."""
+    pos = resource.get("position")
+    if isinstance(pos, dict) and isinstance(pos.get("latitude"), (int, float)) \
+            and isinstance(pos.get("longitude"), (int, float)):
+        return float(pos["latitude"]), float(pos["longitude"])
+    for ext in resource.get("extension", ()):
+        if isinstance(ext, dict) and ext.get("url") == ROR + "ror-commune-cog":
+            for _system, code in _tokens(ext.get("valueCodeableConcept"), None):
+                commune = load_communes().get(code)
+                if commune and commune.latitude is not None:
+                    return commune.latitude, commune.longitude
+    return None
+
+
+def _content(resource: dict) -> str:
+    words: list[str] = []
+
+    def walk(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k not in _NOT_CONTENT and k != "meta":
+                    walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and key not in _NOT_CONTENT and not node.startswith(("http", "urn:")):
+            words.append(node)
+    walk(resource)
+    return fold(" ".join(words))[:4000]
+
+
+def index_rows(resource: dict) -> dict[str, list[tuple]]:
+    """Rows per index table (without pk/tx columns) for one resource."""
+    tz = get_settings().local_timezone
+    rows: dict[str, list[tuple]] = {k: [] for k in ("token", "string", "reference", "date", "number",
+                                                    "quantity", "geo", "text")}
+    rtype = resource["resourceType"]
+    for p in registry().for_type(rtype):
+        if p.type == SPECIAL:
+            continue
+        key = p.key
+        seen: set = set()
+        for value, hint in p.extract(resource):
+            if p.type in ("token", "uri"):
+                new = [(key, s, c[:128]) for s, c in _tokens(value, hint)]
+                table = "token"
+            elif p.type == "string":
+                new = [(key, fold(s)[:200], s[:400]) for s in _strings(value) if s.strip()]
+                table = "string"
+            elif p.type == "reference":
+                new = [(key, t, i[:64]) for t, i in _references(value)]
+                table = "reference"
+            elif p.type == "date":
+                new = [(key, lo, hi) for lo, hi in _dates(value, tz)]
+                table = "date"
+            elif p.type == "number":
+                new = [(key, n) for n in _numbers(value)]
+                table = "number"
+            elif p.type == "quantity":
+                new = [(key, *q) for q in _quantities(value)]
+                table = "quantity"
+            else:
+                continue
+            for row in new:
+                if row not in seen:
+                    seen.add(row)
+                    rows[table].append(row)
+    if rtype == "Location":
+        point = location_point(resource)
+        if point:
+            rows["geo"].append(("Location.near", *point))
+    rows["text"].append((f"{rtype}._content", _content(resource)))
+    return rows

@@ -1,0 +1,273 @@
+"""Reading and writing resources. Every write — REST create/update/patch, transaction entries, bulk
+loads and feeds — goes through ``write_batch``: one transaction number per batch, prior versions
+kept, index rows superseded rather than deleted, and unchanged content skipped (no new version,
+``meta.lastUpdated`` untouched), so a monthly reload of identical data changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, tuple_, update
+
+from ror.errors import NotFound
+from ror.fhirdates import now_stamp, stamp_to_instant
+from ror.store.engine import is_sqlite, next_tx
+from ror.store.indexer import index_rows
+from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
+
+REGION_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"
+_CHUNK = 500  # bound parameters per IN list
+
+
+@dataclass
+class Prepared:
+    rtype: str
+    rid: str
+    resource: dict
+    content_hash: bytes
+    region: str | None
+
+
+@dataclass
+class Current:
+    pk: int
+    version: int
+    content_hash: bytes
+    last_updated: str
+
+
+@dataclass
+class Written:
+    rtype: str
+    rid: str
+    version: int
+    last_updated: str  # stamp
+    body: bytes
+    outcome: str  # created | updated | unchanged
+
+
+def content_hash(res: dict) -> bytes:
+    """128-bit hash of the content, ignoring the server-managed meta.versionId/lastUpdated."""
+    meta = res.get("meta")
+    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
+        meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        res = {**res, "meta": meta} if meta else {k: v for k, v in res.items() if k != "meta"}
+    return hashlib.blake2b(orjson.dumps(res, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def region_of(res: dict) -> str | None:
+    for tag in (res.get("meta") or {}).get("tag", ()):
+        if isinstance(tag, dict) and tag.get("system") == REGION_SYSTEM:
+            return tag.get("code")
+    return None
+
+
+def prepare(res: dict) -> Prepared:
+    return Prepared(res["resourceType"], res["id"], res, content_hash(res), region_of(res))
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def fetch_current(conn: Connection, keys: Iterable[tuple[str, str]], lock: bool = False
+                  ) -> dict[tuple[str, str], Current]:
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for rtype, rid in keys:
+        by_type[rtype].append(rid)
+    out: dict[tuple[str, str], Current] = {}
+    for rtype, rids in by_type.items():
+        for chunk in _chunks(rids):
+            q = select(resource.c.rid, resource.c.pk, resource.c.version, resource.c.content_hash,
+                       resource.c.last_updated).where(resource.c.rtype == rtype, resource.c.rid.in_(chunk))
+            if lock and not is_sqlite(conn):
+                q = q.with_for_update()
+            for rid, pk, version, h, lu in conn.execute(q):
+                out[(rtype, rid)] = Current(pk, version, h, lu)
+    return out
+
+
+def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
+    meta = dict(p.resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = stamp_to_instant(stamp)
+    body = {"resourceType": p.rtype, "id": p.rid, "meta": meta}
+    body.update((k, v) for k, v in p.resource.items() if k not in body)
+    return orjson.dumps(body)
+
+
+def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | None = None,
+                tx: int | None = None) -> list[Written]:
+    """Write ``items`` in the caller's transaction. ``current`` may be passed when already fetched
+    (and locked) by the caller. Items with an unchanged content hash are not written."""
+    if current is None:
+        current = fetch_current(conn, [(p.rtype, p.rid) for p in items])
+    stamp = now_stamp()
+    results: list[Written] = []
+    creates: list[tuple[Prepared, bytes]] = []
+    updates: list[tuple[Prepared, Current, bytes]] = []
+    for p in items:
+        cur = current.get((p.rtype, p.rid))
+        if cur is not None and cur.content_hash == p.content_hash:
+            results.append(Written(p.rtype, p.rid, cur.version, cur.last_updated, b"", "unchanged"))
+            continue
+        version = 1 if cur is None else cur.version + 1
+        body = _finalise(p, version, stamp)
+        if cur is None:
+            creates.append((p, body))
+        else:
+            updates.append((p, cur, body))
+        results.append(Written(p.rtype, p.rid, version, stamp, body, "created" if cur is None else "updated"))
+        if cur is None:  # a later item of the same batch with the same id is an update of this one
+            current[(p.rtype, p.rid)] = Current(-1, version, p.content_hash, stamp)
+    if not creates and not updates:
+        return results
+    if tx is None:
+        tx = next_tx(conn)
+    pks: list[tuple[int, Prepared]] = []
+    if updates:
+        upd_pks = [cur.pk for _, cur, _ in updates]
+        for chunk in _chunks(upd_pks):
+            conn.execute(insert(resource_version).from_select(
+                ["pk", "version", "tx", "last_updated", "body"],
+                select(resource.c.pk, resource.c.version, resource.c.tx, resource.c.last_updated,
+                       resource.c.body).where(resource.c.pk.in_(chunk))))
+            for table in INDEX_TABLES.values():
+                conn.execute(update(table).where(table.c.pk.in_(chunk), table.c.until_tx == LIVE_TX)
+                             .values(until_tx=tx))
+        conn.execute(
+            update(resource).where(resource.c.pk == bindparam("b_pk")).values(
+                version=bindparam("b_version"), tx=tx, last_updated=stamp, region=bindparam("b_region"),
+                content_hash=bindparam("b_hash"), body=bindparam("b_body")),
+            [{"b_pk": cur.pk, "b_version": cur.version + 1, "b_region": p.region, "b_hash": p.content_hash,
+              "b_body": body} for p, cur, body in updates])
+        pks += [(cur.pk, p) for p, cur, _ in updates]
+    if creates:
+        rows = [{"rtype": p.rtype, "rid": p.rid, "version": 1, "tx": tx, "last_updated": stamp,
+                 "region": p.region, "content_hash": p.content_hash, "body": body} for p, body in creates]
+        new = conn.execute(insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), rows)
+        pks += [(pk, p) for (pk,), (p, _) in zip(new.all(), creates, strict=True)]
+    _insert_index_rows(conn, pks, tx)
+    return results
+
+
+def _insert_index_rows(conn: Connection, pks: list[tuple[int, Prepared]], tx: int) -> None:
+    per_table: dict[str, list[dict]] = defaultdict(list)
+    for pk, p in pks:
+        for kind, rows in index_rows(p.resource).items():
+            cols = _COLUMNS[kind]
+            for row in rows:
+                d = dict(zip(cols, row, strict=True))
+                d["pk"] = pk
+                d["since_tx"] = tx
+                d["until_tx"] = LIVE_TX
+                per_table[kind].append(d)
+    for kind, rows in per_table.items():
+        if rows:
+            conn.execute(insert(INDEX_TABLES[kind]), rows)
+
+
+_COLUMNS = {
+    "token": ("param", "system", "code"),
+    "string": ("param", "norm", "exact"),
+    "reference": ("param", "target_type", "target_id"),
+    "date": ("param", "low", "high"),
+    "number": ("param", "value"),
+    "quantity": ("param", "value", "system", "code"),
+    "geo": ("param", "lat", "lon"),
+    "text": ("param", "content"),
+}
+
+
+@dataclass
+class Stored:
+    pk: int
+    version: int
+    last_updated: str
+    body: bytes
+
+
+def read(conn: Connection, rtype: str, rid: str) -> Stored:
+    row = conn.execute(select(resource.c.pk, resource.c.version, resource.c.last_updated, resource.c.body)
+                       .where(resource.c.rtype == rtype, resource.c.rid == rid)).first()
+    if row is None:
+        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+    return Stored(*row)
+
+
+def read_version(conn: Connection, rtype: str, rid: str, version: int) -> Stored:
+    cur = read(conn, rtype, rid)
+    if cur.version == version:
+        return cur
+    row = conn.execute(select(resource_version.c.last_updated, resource_version.c.body)
+                       .where(resource_version.c.pk == cur.pk, resource_version.c.version == version)).first()
+    if row is None:
+        raise NotFound(f"{rtype}/{rid} has no version {version}", expression=rtype)
+    return Stored(cur.pk, version, row[0], row[1])
+
+
+def history(conn: Connection, rtype: str, rid: str) -> list[Stored]:
+    """Every version, newest first."""
+    cur = read(conn, rtype, rid)
+    rows = conn.execute(select(resource_version.c.version, resource_version.c.last_updated,
+                               resource_version.c.body)
+                        .where(resource_version.c.pk == cur.pk).order_by(resource_version.c.version.desc()))
+    return [cur] + [Stored(cur.pk, v, lu, b) for v, lu, b in rows]
+
+
+def bodies(conn: Connection, pks: Sequence[int], snapshot: int | None = None) -> dict[int, bytes]:
+    """Bodies by pk; with ``snapshot``, the version that was current at that transaction."""
+    out: dict[int, bytes] = {}
+    newer: list[int] = []
+    for chunk in _chunks(list(pks)):
+        for pk, tx, body in conn.execute(select(resource.c.pk, resource.c.tx, resource.c.body)
+                                         .where(resource.c.pk.in_(chunk))):
+            if snapshot is not None and tx > snapshot:
+                newer.append(pk)
+            else:
+                out[pk] = body
+    for chunk in _chunks(newer):
+        latest = (select(resource_version.c.pk, func.max(resource_version.c.version).label("v"))
+                  .where(resource_version.c.pk.in_(chunk), resource_version.c.tx <= snapshot)
+                  .group_by(resource_version.c.pk).subquery())
+        for pk, body in conn.execute(select(resource_version.c.pk, resource_version.c.body).join(
+                latest, and_(latest.c.pk == resource_version.c.pk, latest.c.v == resource_version.c.version))):
+            out[pk] = body
+    return out
+
+
+def pks_for(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    keys = list(keys)
+    out: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(keys, 400):
+        for rtype, rid, pk in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.pk)
+                                           .where(tuple_(resource.c.rtype, resource.c.rid).in_(chunk))):
+            out[(rtype, rid)] = pk
+    return out
+
+
+def prune_index_history(conn: Connection, ttl_s: int) -> int:
+    """Drop index rows superseded before the oldest snapshot a live `next` link may still pin.
+
+    The first transaction after the cut-off is the smallest ``tx`` among the versions (current or
+    prior) written after it. Returns the number of rows removed."""
+    cut = datetime.fromtimestamp(datetime.now(UTC).timestamp() - ttl_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    firsts = [conn.execute(select(func.min(t.c.tx)).where(t.c.last_updated >= cut)).scalar_one_or_none()
+              for t in (resource, resource_version)]
+    firsts = [f for f in firsts if f is not None]
+    oldest = min(firsts) if firsts else (conn.execute(select(func.max(resource.c.tx))).scalar_one_or_none() or 0) + 1
+    removed = 0
+    for table in INDEX_TABLES.values():
+        removed += conn.execute(delete(table).where(table.c.until_tx <= oldest - 1)).rowcount or 0
+    return removed
+
+
+def create_schema(conn: Connection) -> None:
+    metadata.create_all(conn)

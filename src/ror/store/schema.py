@@ -1,0 +1,119 @@
+"""Tables of the national store (SQLAlchemy Core, one schema for SQLite and PostgreSQL).
+
+``resource`` holds the current version of every resource as the JSON bytes served to clients;
+``resource_version`` the prior versions. Searches never read JSON: they run on the ``idx_*`` tables,
+filled at write time from the search-parameter definitions.
+
+Index rows are *temporal*: each carries the transaction that wrote it (``since_tx``) and the one
+that superseded it (``until_tx``, ``LIVE_TX`` while current). A search pinned to a snapshot
+transaction S sees exactly the rows with ``since_tx <= S < until_tx``, which is what lets a `next`
+link keep returning the result set of the first page while data changes (DESIGN.md §3). Rows
+superseded longer ago than the cursor lifetime are pruned.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Sequence,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+LIVE_TX = 2**62  # until_tx of a current index row
+
+metadata = MetaData()
+
+# Bytewise collation on PostgreSQL so that prefix searches are index range scans, as on SQLite.
+Folded = String(200).with_variant(String(200, collation="C"), "postgresql")
+Key = String(64).with_variant(String(64, collation="C"), "postgresql")
+Code = String(128).with_variant(String(128, collation="C"), "postgresql")
+Stamp = String(24).with_variant(String(24, collation="C"), "postgresql")  # ISO-8601 UTC, ms, "Z"
+
+PkType = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY is the rowid on SQLite
+
+tx_sequence = Sequence("ror_tx_seq")  # PostgreSQL transaction counter
+
+tx_counter = Table(  # SQLite transaction counter (writers are serialised there anyway)
+    "tx_counter",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("pk", PkType, primary_key=True, autoincrement=True),
+    Column("rtype", String(40), nullable=False),
+    Column("rid", Key, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("tx", BigInteger, nullable=False),
+    Column("last_updated", Stamp, nullable=False),
+    Column("region", String(8)),
+    Column("content_hash", LargeBinary(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    UniqueConstraint("rtype", "rid", name="uq_resource_type_id"),
+    Index("ix_resource_tx", "tx"),
+)
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("pk", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("tx", BigInteger, nullable=False),
+    Column("last_updated", Stamp, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("pk", "version", name="pk_resource_version"),
+)
+
+
+def _index_table(name: str, *value_columns: Column, lookup: tuple[str, ...],
+                 extra: tuple[tuple[str, ...], ...] = ()) -> Table:
+    cols = [Column("pk", BigInteger, nullable=False), Column("param", String(80), nullable=False),
+            *value_columns,
+            Column("since_tx", BigInteger, nullable=False),
+            Column("until_tx", BigInteger, nullable=False)]
+    indexes = [Index(f"ix_{name}_lookup", "param", *lookup, "until_tx", "since_tx", "pk"),
+               Index(f"ix_{name}_pk", "pk", "until_tx")]
+    indexes += [Index(f"ix_{name}_lookup{i}", "param", *cols_, "until_tx", "since_tx", "pk")
+                for i, cols_ in enumerate(extra, 2)]
+    return Table(name, metadata, *cols, *indexes)
+
+
+idx_token = _index_table("idx_token", Column("system", String(250)), Column("code", Code),
+                         lookup=("code", "system"))
+idx_string = _index_table("idx_string", Column("norm", Folded), Column("exact", String(400)),
+                          lookup=("norm",))
+idx_ref = _index_table("idx_ref", Column("target_type", String(40)), Column("target_id", Key),
+                       lookup=("target_id", "target_type"))
+idx_date = _index_table("idx_date", Column("low", Stamp, nullable=False), Column("high", Stamp, nullable=False),
+                        lookup=("low", "high"), extra=(("high", "low"),))
+idx_number = _index_table("idx_number", Column("value", Float, nullable=False), lookup=("value",))
+idx_quantity = _index_table("idx_quantity", Column("value", Float, nullable=False),
+                            Column("system", String(250)), Column("code", String(64)),
+                            lookup=("value", "code"))
+idx_geo = _index_table("idx_geo", Column("lat", Float, nullable=False), Column("lon", Float, nullable=False),
+                       lookup=("lat", "lon"))
+idx_text = _index_table("idx_text", Column("content", Text, nullable=False), lookup=())
+
+INDEX_TABLES = {
+    "token": idx_token,
+    "string": idx_string,
+    "reference": idx_ref,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "geo": idx_geo,
+    "text": idx_text,
+}

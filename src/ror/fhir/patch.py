@@ -16,8 +16,10 @@ for the delete operation, it is an error if no element matches"):
 - ``insert`` and ``move`` name a *collection*: every selected item must belong to one and the same array,
   and the path must select that whole array (a filtered subset would make the index ambiguous).
 - ``delete`` of nothing is a no-op. ``delete`` of several elements deletes them all: the spec's "only a
-  single element can be deleted" is relaxed because the ROR IG (bed-management scenario 3) deletes every
-  capacity record of a temporary assignment with one operation.
+  single element can be deleted" is relaxed because the ROR IG's bed-management scenario 3 and §5.4 of our
+  spec delete every capacity record of a temporary assignment with one operation.
+``replace`` replaces the whole element: a primitive loses the extensions of its ``_name`` companion unless
+the part sends new ones as ``_valueX``.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ _TOKEN = re.compile(r"""
   | (?P<op>!=|[.()\[\],=])
 """, re.VERBOSE)
 _ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_BINARY_LEVELS = ({("ident", "or"): "or"}, {("ident", "and"): "and"}, {("op", "="): "eq", ("op", "!="): "ne"})
 _FUNCTION_ARITY = {"where": (1,), "exists": (0, 1), "empty": (0,), "first": (0,), "last": (0,), "not": (0,),
                    "ofType": (1,), "as": (1,), "extension": (1,)}
 
@@ -155,29 +158,18 @@ class _Parser:
         self.pos += 1
         return token
 
-    def logical(self) -> tuple:
-        self.depth += 1
+    def logical(self, level: int = 0) -> tuple:
+        """One precedence level of the binary operators per call, loosest (``or``) first."""
+        if level == len(_BINARY_LEVELS):
+            return self.term()
+        self.depth += level == 0
         if self.depth > _MAX_NESTING:
             raise ValueError("expression nested too deeply")
-        tree = self.conjunction()
-        while self.peek() == ("ident", "or"):
+        tree = self.logical(level + 1)
+        while (tag := _BINARY_LEVELS[level].get(self.peek())) is not None:
             self.pos += 1
-            tree = ("or", tree, self.conjunction())
-        self.depth -= 1
-        return tree
-
-    def conjunction(self) -> tuple:
-        tree = self.equality()
-        while self.peek() == ("ident", "and"):
-            self.pos += 1
-            tree = ("and", tree, self.equality())
-        return tree
-
-    def equality(self) -> tuple:
-        tree = self.term()
-        while self.peek() in (("op", "="), ("op", "!=")):
-            op = self.take()[1]
-            tree = ("eq" if op == "=" else "ne", tree, self.term())
+            tree = (tag, tree, self.logical(level + 1))
+        self.depth -= level == 0
         return tree
 
     def term(self) -> tuple:

@@ -107,6 +107,11 @@ def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | Non
                 tx: int | None = None) -> list[Written]:
     """Write ``items`` in the caller's transaction. ``current`` may be passed when already fetched
     (and locked) by the caller. Items with an unchanged content hash are not written."""
+    seen: set[tuple[str, str]] = set()
+    for i, p in enumerate(items):
+        if (p.rtype, p.rid) in seen:  # the same resource again: it is a new version of the first
+            return write_batch(conn, items[:i], current, tx) + write_batch(conn, items[i:])
+        seen.add((p.rtype, p.rid))
     if current is None:
         current = fetch_current(conn, [(p.rtype, p.rid) for p in items])
     stamp = now_stamp()
@@ -125,8 +130,6 @@ def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | Non
         else:
             updates.append((p, cur, body))
         results.append(Written(p.rtype, p.rid, version, stamp, body, "created" if cur is None else "updated"))
-        if cur is None:  # a later item of the same batch with the same id is an update of this one
-            current[(p.rtype, p.rid)] = Current(-1, version, p.content_hash, stamp)
     if not creates and not updates:
         return results
     if tx is None:

@@ -1,0 +1,102 @@
+"""The write path: versions, content-hash skipping, history, bulk reloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from ror.errors import NotFound, PreconditionFailed
+from ror.store import bulk, repository
+from ror.store.schema import LIVE_TX, idx_token, resource_version
+
+EXAMPLES = Path(__file__).parents[2] / "src" / "ror" / "data" / "examples"
+
+
+def location() -> dict:
+    return json.loads((EXAMPLES / "Location-ror-location-exemple.json").read_text())
+
+
+def test_create_sets_meta_and_reads_back(service):
+    r = service.create("Location", orjson.dumps(location()), "http://x/fhir")
+    assert r.status == 201
+    body = orjson.loads(r.body)
+    assert body["meta"]["versionId"] == "1"
+    assert body["id"] != "ror-location-exemple"  # create assigns the id
+    assert r.headers["ETag"] == 'W/"1"'
+    assert r.headers["Location"] == f"http://x/fhir/Location/{body['id']}/_history/1"
+    back = orjson.loads(service.read("Location", body["id"]).body)
+    assert back == body
+
+
+def test_update_versions_and_history(service):
+    loc = location()
+    service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir")
+    loc["name"] = "Hébergement B"
+    r = service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir", if_match='W/"1"')
+    assert r.status == 200 and r.headers["ETag"] == 'W/"2"'
+    assert orjson.loads(service.read("Location", loc["id"], 1).body).get("name") is None
+    assert orjson.loads(service.read("Location", loc["id"], 2).body)["name"] == "Hébergement B"
+    hist = orjson.loads(service.history("Location", loc["id"], "http://x/fhir").body)
+    assert [e["resource"]["meta"]["versionId"] for e in hist["entry"]] == ["2", "1"]
+    with pytest.raises(PreconditionFailed):
+        service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir", if_match='W/"1"')
+    with pytest.raises(NotFound):
+        service.read("Location", loc["id"], 7)
+
+
+def test_unchanged_update_keeps_version_and_last_updated(service):
+    loc = location()
+    first = orjson.loads(service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir").body)
+    again = copy.deepcopy(loc)
+    again["meta"]["lastUpdated"] = "2030-01-01T00:00:00Z"  # server-managed: does not count as a change
+    second = service.update("Location", loc["id"], orjson.dumps(again), "http://x/fhir")
+    assert second.status == 200
+    assert orjson.loads(second.body)["meta"] == first["meta"]
+
+
+def test_bulk_reload_of_identical_data_writes_nothing(service):
+    resources = []
+    for i in range(120):
+        r = location()
+        r["id"] = f"loc-{i}"
+        r["name"] = f"Lieu {i}"
+        resources.append(r)
+    assert bulk.upsert(service.engine, resources, batch_size=50) == {"created": 120}
+    with service.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(idx_token)).scalar_one()
+        stamps = dict(c.exec_driver_sql("SELECT rid, last_updated FROM resource").all())
+    assert bulk.upsert(service.engine, resources, batch_size=50) == {"unchanged": 120}
+    resources[7]["name"] = "Lieu sept"
+    assert bulk.upsert(service.engine, resources, batch_size=50) == {"unchanged": 119, "updated": 1}
+    with service.engine.connect() as c:
+        after = dict(c.exec_driver_sql("SELECT rid, last_updated FROM resource").all())
+        versions = c.execute(select(func.count()).select_from(resource_version)).scalar_one()
+        live = c.execute(select(func.count()).select_from(idx_token).where(idx_token.c.until_tx == LIVE_TX)
+                         ).scalar_one()
+    assert {k for k in after if after[k] != stamps[k]} == {"loc-7"}
+    assert versions == 1
+    assert live == before  # the superseded rows of loc-7 were replaced, not duplicated
+
+
+def test_same_id_twice_in_one_batch_is_two_versions(service):
+    a, b = location(), location()
+    b["name"] = "second"
+    out = bulk.upsert(service.engine, [a, b])
+    assert out == {"created": 1, "updated": 1}
+    assert orjson.loads(service.read("Location", a["id"]).body)["name"] == "second"
+
+
+def test_content_hash_ignores_server_meta_only():
+    a = location()
+    b = copy.deepcopy(a)
+    b["meta"]["versionId"] = "9"
+    b["meta"]["lastUpdated"] = "2000-01-01T00:00:00Z"
+    assert repository.content_hash(a) == repository.content_hash(b)
+    b["meta"]["tag"] = [{"system": repository.REGION_SYSTEM, "code": "11"}]
+    assert repository.content_hash(a) != repository.content_hash(b)
+    assert repository.region_of(b) == "11"

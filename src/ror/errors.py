@@ -41,14 +41,8 @@ class RorError(Exception):
         if isinstance(expression, str):
             expression = [expression]
         self.expression = expression or []
-        self._issues = issues
+        self.issues: list[Issue] = issues or [Issue("error", self.issue_code, message, list(self.expression))]
         self.headers = headers or {}
-
-    @property
-    def issues(self) -> list[Issue]:
-        if self._issues:
-            return self._issues
-        return [Issue("error", self.issue_code, self.message, self.expression)]
 
 
 class InvalidRequest(RorError):

@@ -192,6 +192,7 @@ def create_app(service: FhirService, settings: Settings) -> Starlette:
         Route("/", lambda request: RedirectResponse("/fhir/metadata")),
         Route("/fhir/metadata", api.metadata, methods=["GET"]),
         Route("/fhir", api.system, methods=["POST"]),
+        Route("/fhir/", api.system, methods=["POST"]),
         Route("/fhir/{rtype}/_search", api.search_post, methods=["POST"]),
         Route("/fhir/{rtype}/{rid}/_history/{vid}", api.vread, methods=["GET"]),
         Route("/fhir/{rtype}/{rid}/_history", api.history, methods=["GET"]),

@@ -17,8 +17,6 @@ from ror.search import filter as filter_parser
 from ror.settings import Settings
 
 # Parameters that are not matched against the index but steer the search itself.
-CONTROL = {"_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_cursor", "_format",
-           "_elements", "_pretty", "_contained", "_containedType"}
 # Result parameters declared but not implemented: refused in strict mode (IG 0.6.0: no _elements).
 UNSUPPORTED_CONTROL = {"_elements", "_contained", "_containedType"}
 
@@ -363,9 +361,9 @@ def _apply(b: PlanBuilder, plan: SearchPlan, name: str, raw: str, settings: Sett
     elif base in ("_include", "_revinclude"):
         for v in raw.split(","):
             plan.includes.append(b.include(name, v))
-    elif base == "_total":
-        if raw not in ("none", "estimate", "accurate"):
-            raise InvalidSearch("_total takes none, estimate or accurate", expression="_total")
+    elif base in ("_total", "_totalMethod"):  # _totalMethod: HAPI's spelling, sent by client libraries
+        if raw not in ("none", "estimate", "accurate", "count"):
+            raise InvalidSearch(f"{base} takes none, estimate or accurate", expression=base)
         plan.total = raw != "none"
     elif base == "_summary":
         if raw == "count":

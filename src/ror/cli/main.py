@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ror.errors import RorError
-from ror.settings import get_settings
+from ror.settings import Settings
 
 app = typer.Typer(help="ROR national: the national directory of the French health offer (FHIR R4).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -33,7 +33,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
 
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
-    upgrade(make_engine(get_settings().database_url))
+    upgrade(make_engine(Settings.from_env().database_url))
     uvicorn.run("ror.bootstrap:app_factory", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=False)
 
@@ -43,7 +43,7 @@ def db_upgrade(revision: str = typer.Argument("head")):
     """Create or migrate the schema (Alembic)."""
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
-    settings = get_settings()
+    settings = Settings.from_env()
     upgrade(make_engine(settings.database_url), revision)
     console.print(f"schema at revision {revision} on {settings.database_url.split('@')[-1]}")
 
@@ -53,7 +53,7 @@ def db_prune():
     """Drop search-index rows that no `next` link can need any more (older than the cursor lifetime)."""
     from ror.store import repository
     from ror.store.engine import WRITE, make_engine
-    settings = get_settings()
+    settings = Settings.from_env()
     with make_engine(settings.database_url).connect() as conn:
         conn.execution_options(**WRITE)
         with conn.begin():
@@ -76,7 +76,7 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
     from ror.store import bulk
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
-    settings = get_settings()
+    settings = Settings.from_env()
     paths = list(files or []) + (example_files() if examples else [])
     if not paths:
         _fail("give files to load, or --examples")

@@ -95,11 +95,13 @@ def fetch_current(conn: Connection, keys: Iterable[tuple[str, str]], lock: bool 
 
 
 def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
+    """Set the server-managed meta on ``p.resource`` (which is what gets indexed) and serialise it."""
     meta = dict(p.resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = stamp_to_instant(stamp)
     body = {"resourceType": p.rtype, "id": p.rid, "meta": meta}
     body.update((k, v) for k, v in p.resource.items() if k not in body)
+    p.resource = body
     return orjson.dumps(body)
 
 

@@ -70,6 +70,9 @@ def example_files() -> list[Path]:
 def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON files."),
          examples: bool = typer.Option(False, "--examples", help="Load the IG examples bundled with ROR."),
          batch_size: int = typer.Option(0, help="Resources per transaction (default: settings)."),
+         keep_last_updated: bool = typer.Option(
+             False, help="Keep each resource's meta.lastUpdated (migrating an existing directory) instead of "
+                         "stamping the time of the load."),
          ):
     """Load resources, keeping their ids; unchanged resources are skipped (no new version)."""
     from ror.fhir.files import Rejected, read_resources
@@ -99,7 +102,8 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
 
         try:
             counts = bulk.upsert(engine, accepted(), batch_size or settings.bulk_batch_size,
-                                 on_batch=lambda done: progress.advance(task, sum(done.values())))
+                                 on_batch=lambda done: progress.advance(task, sum(done.values())),
+                                 keep_last_updated=keep_last_updated)
         except RorError as e:
             _fail(e.message)
     for r in rejected[:50]:

@@ -151,7 +151,7 @@ def _forward(conn: Connection, spec: IncludeSpec, frontier) -> list[tuple[str, s
             idx_ref.c.pk.in_(src[i:i + 500]), idx_ref.c.param == spec.param.key, idx_ref.c.until_tx == LIVE_TX)
         if spec.target:
             q = q.where(idx_ref.c.target_type == spec.target)
-        refs.update(conn.execute(q).tuples())
+        refs.update((t, rid) for t, rid in conn.execute(q))
     pks = repository.pks_for(conn, sorted(refs))
     return [(t, rid, pk) for (t, rid), pk in sorted(pks.items(), key=lambda kv: kv[1])]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ror.errors import InvalidSearch, Issue, UnknownSearchParameter
+from ror.errors import InvalidRequest, InvalidSearch, Issue, UnknownSearchParameter
 from ror.profiles.searchparams import RESOURCE_TYPES, SPECIAL, Registry, SearchParam
 from ror.search import filter as filter_parser
 from ror.settings import Settings
@@ -410,7 +410,12 @@ _FILTER_OPS = {
 
 def _filter_criterion(b: PlanBuilder, cmp) -> Criterion:
     name = ".".join(cmp.path) + (f":{cmp.modifier}" if cmp.modifier else "")
-    hops, end, param, mod = b.parse_name(name, b.rtype)
+    try:
+        hops, end, param, mod = b.parse_name(name, b.rtype)
+    except InvalidRequest as e:
+        # Never ignorable (even with lenient handling): dropping part of a boolean expression
+        # would silently widen the result.
+        raise InvalidSearch(f"_filter: {e.message}", expression="_filter") from None
     if cmp.op == "pr":
         if cmp.value not in ("true", "false"):
             raise InvalidSearch(f"_filter: 'pr' takes true or false, not '{cmp.value}'", expression="_filter")

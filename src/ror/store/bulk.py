@@ -16,8 +16,9 @@ from ror.store.engine import WRITE
 
 
 def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
-           on_batch: Callable[[Counter], None] | None = None) -> Counter:
-    """Create or update ``resources`` (each with resourceType and id). Returns counts per outcome."""
+           on_batch: Callable[[Counter], None] | None = None, keep_last_updated: bool = False) -> Counter:
+    """Create or update ``resources`` (each with resourceType and id). Returns counts per outcome.
+    ``keep_last_updated``: see ``repository.write_batch``."""
     totals: Counter = Counter()
     batch: list[repository.Prepared] = []
 
@@ -25,7 +26,8 @@ def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
         with engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
-                done = Counter(w.outcome for w in repository.write_batch(conn, batch))
+                done = Counter(w.outcome for w in repository.write_batch(conn, batch,
+                                                                          keep_last_updated=keep_last_updated))
         totals.update(done)
         batch.clear()
         if on_batch:

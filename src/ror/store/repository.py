@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, tuple_, update
 
 from ror.errors import NotFound
-from ror.fhirdates import now_stamp, stamp_to_instant
+from ror.fhirdates import now_stamp, parse_range, stamp_to_instant
 from ror.store.engine import is_sqlite, next_tx
 from ror.store.indexer import index_rows
 from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
@@ -105,32 +105,44 @@ def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
     return orjson.dumps(body)
 
 
+def _submitted_stamp(p: Prepared) -> str | None:
+    value = (p.resource.get("meta") or {}).get("lastUpdated")
+    rng = parse_range(value, "UTC") if isinstance(value, str) and "T" in value else None
+    return rng[0] if rng else None
+
+
 def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | None = None,
-                tx: int | None = None) -> list[Written]:
+                tx: int | None = None, keep_last_updated: bool = False) -> list[Written]:
     """Write ``items`` in the caller's transaction. ``current`` may be passed when already fetched
-    (and locked) by the caller. Items with an unchanged content hash are not written."""
+    (and locked) by the caller. Items with an unchanged content hash are not written.
+
+    ``meta.lastUpdated`` is the time of this write — what consumers' delta syncs compare with —
+    unless ``keep_last_updated`` (migration of an existing directory's export, test fixtures) keeps
+    the submitted one where it is a valid instant."""
     seen: set[tuple[str, str]] = set()
     for i, p in enumerate(items):
         if (p.rtype, p.rid) in seen:  # the same resource again: it is a new version of the first
-            return write_batch(conn, items[:i], current, tx) + write_batch(conn, items[i:])
+            return (write_batch(conn, items[:i], current, tx, keep_last_updated)
+                    + write_batch(conn, items[i:], None, None, keep_last_updated))
         seen.add((p.rtype, p.rid))
     if current is None:
         current = fetch_current(conn, [(p.rtype, p.rid) for p in items])
-    stamp = now_stamp()
+    now = now_stamp()
     results: list[Written] = []
-    creates: list[tuple[Prepared, bytes]] = []
-    updates: list[tuple[Prepared, Current, bytes]] = []
+    creates: list[tuple[Prepared, bytes, str]] = []
+    updates: list[tuple[Prepared, Current, bytes, str]] = []
     for p in items:
         cur = current.get((p.rtype, p.rid))
         if cur is not None and cur.content_hash == p.content_hash:
             results.append(Written(p.rtype, p.rid, cur.version, cur.last_updated, b"", "unchanged"))
             continue
         version = 1 if cur is None else cur.version + 1
+        stamp = (keep_last_updated and _submitted_stamp(p)) or now
         body = _finalise(p, version, stamp)
         if cur is None:
-            creates.append((p, body))
+            creates.append((p, body, stamp))
         else:
-            updates.append((p, cur, body))
+            updates.append((p, cur, body, stamp))
         results.append(Written(p.rtype, p.rid, version, stamp, body, "created" if cur is None else "updated"))
     if not creates and not updates:
         return results
@@ -138,7 +150,7 @@ def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | Non
         tx = next_tx(conn)
     pks: list[tuple[int, Prepared]] = []
     if updates:
-        upd_pks = [cur.pk for _, cur, _ in updates]
+        upd_pks = [cur.pk for _, cur, _, _ in updates]
         for chunk in _chunks(upd_pks):
             conn.execute(insert(resource_version).from_select(
                 ["pk", "version", "tx", "last_updated", "body"],
@@ -149,16 +161,16 @@ def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | Non
                              .values(until_tx=tx))
         conn.execute(
             update(resource).where(resource.c.pk == bindparam("b_pk")).values(
-                version=bindparam("b_version"), tx=tx, last_updated=stamp, region=bindparam("b_region"),
-                content_hash=bindparam("b_hash"), body=bindparam("b_body")),
-            [{"b_pk": cur.pk, "b_version": cur.version + 1, "b_region": p.region, "b_hash": p.content_hash,
-              "b_body": body} for p, cur, body in updates])
-        pks += [(cur.pk, p) for p, cur, _ in updates]
+                version=bindparam("b_version"), tx=tx, last_updated=bindparam("b_stamp"),
+                region=bindparam("b_region"), content_hash=bindparam("b_hash"), body=bindparam("b_body")),
+            [{"b_pk": cur.pk, "b_version": cur.version + 1, "b_stamp": stamp, "b_region": p.region,
+              "b_hash": p.content_hash, "b_body": body} for p, cur, body, stamp in updates])
+        pks += [(cur.pk, p) for p, cur, _, _ in updates]
     if creates:
         rows = [{"rtype": p.rtype, "rid": p.rid, "version": 1, "tx": tx, "last_updated": stamp,
-                 "region": p.region, "content_hash": p.content_hash, "body": body} for p, body in creates]
+                 "region": p.region, "content_hash": p.content_hash, "body": body} for p, body, stamp in creates]
         new = conn.execute(insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), rows)
-        pks += [(pk, p) for (pk,), (p, _) in zip(new.all(), creates, strict=True)]
+        pks += [(pk, p) for (pk,), (p, _, _) in zip(new.all(), creates, strict=True)]
     _insert_index_rows(conn, pks, tx)
     return results
 

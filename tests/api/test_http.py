@@ -114,7 +114,7 @@ def test_create_patch_and_conditional_patch(http):
     r = http.patch("/Location?identifier=1780000001/LIT-A", content=json.dumps(patch), headers={"Content-Type": FHIR})
     assert r.status_code == 200, r.text
     assert r.headers["etag"] == 'W/"2"'
-    nb = [e for e in r.json()["extension"] if e["url"] == CAPACITY][0]["extension"][3]
+    nb = next(e for e in r.json()["extension"] if e["url"] == CAPACITY)["extension"][3]
     assert nb == {"url": "nbCapacity", "valueInteger": 5}
     # The very next search sees the new capacity.
     found = http.get("/Location", params={"nb-capacity": "5", "identifier": "1780000001/LIT-A"}).json()

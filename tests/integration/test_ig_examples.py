@@ -115,7 +115,7 @@ def _query_value(ptype: str, value, hint) -> str | None:
 
 def _cases():
     out = []
-    for name, ex in sorted(EXAMPLES.items()):
+    for _name, ex in sorted(EXAMPLES.items()):
         for p in registry().for_type(ex["resourceType"]):
             if p.code == "_lastUpdated":
                 continue  # server-assigned

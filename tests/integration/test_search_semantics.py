@@ -144,7 +144,8 @@ CASES: list[tuple[str, list[tuple[str, str]], set[str]]] = [
     # _filter
     ("HealthcareService", [("_filter", f"specialty eq {N(R211, '022')} or specialty eq {N(R211, '170')}")],
      {"hs-gyneco-hc", "hs-chir-versailles", "hs-usp", "hs-emsp"}),
-    ("HealthcareService", [("_filter", "(_lastUpdated ge 2026-01-01 or organization._lastUpdated:above ge 2026-01-01)")],
+    ("HealthcareService",
+     [("_filter", "(_lastUpdated ge 2026-01-01 or organization._lastUpdated:above ge 2026-01-01)")],
      {"hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville", "hs-ehpad-hp", "hs-usp", "hs-emsp",
       "hs-psy-adulte", "hs-cmp-reze"}),
     ("HealthcareService", [("_filter", f"not (service-type eq {N(R227, '01')})")],

@@ -132,12 +132,6 @@ class PreconditionFailed(RorError):
     code = "ror.version-conflict"
 
 
-class Conflict(RorError):
-    status = 409
-    issue_code = "conflict"
-    code = "ror.conflict"
-
-
 class UnsupportedMediaType(RorError):
     status = 415
     issue_code = "not-supported"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,6 @@ class Settings:
             values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
         values.update(overrides)
         return cls(**values)
-
-    def sqlite_path(self) -> Path | None:
-        prefix = "sqlite:///"
-        if self.database_url.startswith(prefix) and self.database_url != prefix + ":memory:":
-            return Path(self.database_url[len(prefix):])
-        return None
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from ror.errors import InvalidSearch
 from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_search_date
+from ror.geo import EARTH_RADIUS_KM, bounding_box
 from ror.profiles.searchparams import SPECIAL, registry
 from ror.search import filter as fast
 from ror.search.plan import Criterion, GeoQuery, Hop, SearchPlan, parse_geo, split_prefix
@@ -42,7 +43,6 @@ from ror.store.schema import (
     resource,
 )
 
-EARTH_RADIUS_KM = 6371.0088
 _PIPE = re.compile(r"(?<!\\)\|")
 _HIGH_SORT_STRING = "\x7f\x7f"
 _FAR = 1e9
@@ -225,7 +225,6 @@ class Compiler:
         if len(c.values) != 1:
             raise InvalidSearch(f"'{c.name}': one location only (no comma list)", expression=c.name)
         q = self.geo_query(c)
-        from ror.geo import bounding_box
         min_lat, max_lat, min_lon, max_lon = bounding_box(q.lat, q.lon, q.km)
         g = idx_geo.alias()
         return select(g.c.pk).where(g.c.param == "Location.near", visible(g, self.snap),

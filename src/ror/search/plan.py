@@ -159,12 +159,9 @@ class PlanBuilder:
         if mod is not None and mod not in allowed:
             raise InvalidSearch(f"'{name}': modifier ':{mod}' is not supported on {param.type} parameter "
                                 f"'{code}' (supported: {', '.join(sorted(allowed)) or 'none'})", expression=name)
-        if mod in ("above", "below") and param.type in ("token", "uri") and not _hierarchical(cur):
-            raise InvalidSearch(f"'{name}': ':{mod}' needs a hierarchy; {cur} has no partOf hierarchy and "
-                                "NOS codes have no subsumption", expression=name)
-        if mod in ("above", "below") and not _hierarchical(cur):
-            raise InvalidSearch(f"'{name}': ':{mod}' applies to Organization and Location (partOf hierarchy)",
-                                expression=name)
+        if mod in ("above", "below") and cur not in ("Organization", "Location"):
+            raise InvalidSearch(f"'{name}': ':{mod}' follows the partOf hierarchy of Organization and Location; "
+                                f"{cur} has none (and NOS codes have no subsumption)", expression=name)
         return tuple(hops), cur, param, mod
 
     def criterion(self, name: str, raw: str) -> Criterion:
@@ -221,10 +218,6 @@ class PlanBuilder:
         if len(keys) > 3:
             raise InvalidSearch("_sort: at most 3 keys", expression="_sort")
         return keys
-
-
-def _hierarchical(rtype: str) -> bool:
-    return rtype in ("Organization", "Location")
 
 
 def _split_values(raw: str) -> list[str]:

@@ -72,9 +72,4 @@ def current_tx(conn: Connection) -> int:
     return conn.execute(text("SELECT coalesce(max(tx), 0) FROM resource")).scalar_one()
 
 
-def init_counters(conn: Connection) -> None:
-    if is_sqlite(conn) and conn.execute(text("SELECT count(*) FROM tx_counter")).scalar_one() == 0:
-        conn.execute(tx_counter.insert().values(id=1, value=0))
-
-
-__all__ = ["LIVE_TX", "WRITE", "current_tx", "init_counters", "is_sqlite", "make_engine", "next_tx"]
+__all__ = ["LIVE_TX", "WRITE", "current_tx", "is_sqlite", "make_engine", "next_tx"]

@@ -20,9 +20,3 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         cfg = _config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-
-
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()

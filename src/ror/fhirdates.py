@@ -51,6 +51,7 @@ def _add_months(dt: datetime, months: int) -> datetime:
     return dt.replace(year=dt.year + y, month=m + 1)
 
 
+@lru_cache(maxsize=65536)
 def parse_range(value: str, local_tz: str = "Europe/Paris") -> tuple[str, str] | None:
     """(low, high) stamps of a FHIR date/dateTime/instant, or None if it is not one."""
     m = _DATE_RE.match(value)

@@ -105,8 +105,13 @@ def _where(arg: str) -> Extractor:
     m = _WHERE_RE.match(arg)
     if not m:
         raise PathSyntaxError(f"unsupported where() criterion: {arg!r}")
-    sub = _compile_chain(m.group("path"), root=None)
     literal = re.sub(r"\\(.)", r"\1", m.group("lit"))
+    path = m.group("path")
+    if "." not in path:  # where(url='…'), where(id='…'): by far the common case, a plain key test
+        def direct(items: Iterable[Item]) -> list[Item]:
+            return [it for it in items if isinstance(it[0], dict) and it[0].get(path) == literal]
+        return direct
+    sub = _compile_chain(path, root=None)
 
     def step(items: Iterable[Item]) -> list[Item]:
         return [it for it in items if any(v == literal for v, _ in sub([it]))]

@@ -138,6 +138,22 @@ def test_create_patch_and_conditional_patch(http):
     assert r.status_code == 200 and r.json()["address"]["city"] == "VERSAILLES"
 
 
+def test_post_search_is_the_same_search_as_get(http):
+    loc = example("Location-ror-location-exemple.json")
+    for i in range(5):
+        put(http, {**loc, "id": f"place-{i}", "name": f"Lieu {i}"})
+    query = {"name": "lieu", "_count": "2", "_sort": "-name"}
+    got = http.get("/Location", params=query).json()
+    posted = http.post("/Location/_search", data=query,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}).json()
+    assert [e["resource"]["id"] for e in posted["entry"]] == ["place-4", "place-3"]
+    assert [e["resource"]["id"] for e in got["entry"]] == ["place-4", "place-3"]
+    assert posted["total"] == got["total"] == 5
+    nxt = next(link["url"] for link in posted["link"] if link["relation"] == "next")
+    assert "_cursor=" in nxt and "name=lieu" in nxt  # the next link of a POST search is a GET link
+    assert [e["resource"]["id"] for e in httpx.get(nxt).json()["entry"]] == ["place-2", "place-1"]
+
+
 def test_errors_are_operation_outcomes(http):
     outcome(http.get("/Location/does-not-exist"), 404, "not-found")
     outcome(http.get("/Patient/1"), 404, "not-supported")

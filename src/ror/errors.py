@@ -112,6 +112,14 @@ class UnsupportedResourceType(NotFound):
     issue_code = "not-supported"
 
 
+class Forbidden(RorError):
+    """The caller is known but not allowed this operation (write rights per establishment…)."""
+
+    status = 403
+    issue_code = "forbidden"
+    code = "ror.forbidden"
+
+
 class MethodNotAllowed(RorError):
     status = 405
     issue_code = "not-supported"
@@ -161,3 +169,30 @@ class InputFileError(RorError):
     """A file given to the CLI cannot be read or parsed."""
 
     code = "ror.input-file"
+
+
+class Unauthorized(RorError):
+    """No valid credentials: missing, expired, revoked or mis-bound token, refused client certificate.
+
+    The API adds ``WWW-Authenticate`` (RFC 6750) through ``headers``.
+    """
+
+    status = 401
+    issue_code = "login"
+    code = "ror.unauthorized"
+
+
+class TooManyRequests(RorError):
+    """The application exceeded its rate limit; ``Retry-After`` (seconds) says when to come back."""
+
+    status = 429
+    issue_code = "throttled"
+    code = "ror.too-many-requests"
+
+
+class Conflict(RorError):
+    """The thing to create already exists (an application id, a registered certificate)."""
+
+    status = 409
+    issue_code = "duplicate"
+    code = "ror.conflict"

@@ -30,6 +30,7 @@ from ror.errors import (
 )
 from ror.fhir.bundles import operation_outcome
 from ror.fhir.capability import capability_statement
+from ror.fhir.rights import FULL_ACCESS, Caller
 from ror.fhir.service import FHIR_JSON, JSON_PATCH, FhirService
 from ror.fhir.service import Response as FhirResponse
 from ror.settings import Settings
@@ -83,6 +84,11 @@ class FhirApi:
         return raw
 
     @staticmethod
+    def caller(request: Request) -> Caller:
+        """The authenticated application (set by the trust space, ror.api.security), else full access."""
+        return getattr(request.state, "principal", None) or FULL_ACCESS
+
+    @staticmethod
     def lenient(request: Request) -> bool:
         return "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
 
@@ -105,17 +111,19 @@ class FhirApi:
         rtype = request.path_params["rtype"]
         pairs = parse_qsl(request.url.query, keep_blank_values=True)
         base = self.base(request)
+        caller = self.caller(request)
         try:
             if request.method == "GET":
-                return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request)))
+                return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request),
+                                                                           caller))
             if request.method == "POST":
                 raw = await self.body(request)
-                return await self.run(request, lambda: self.service.create(rtype, raw, base))
+                return await self.run(request, lambda: self.service.create(rtype, raw, base, caller))
             if request.method == "PATCH":
                 raw = await self.body(request, (*_JSON_TYPES, JSON_PATCH))
                 ctype = request.headers.get("content-type", "")
                 return await self.run(request, lambda: self.service.conditional_patch(
-                    rtype, pairs, raw, ctype, base, request.headers.get("if-match")))
+                    rtype, pairs, raw, ctype, base, request.headers.get("if-match"), caller))
             raise MethodNotAllowed(f"{request.method} is not supported on [base]/{rtype}")
         except RorError as e:
             return error_response(e)
@@ -131,23 +139,25 @@ class FhirApi:
         except RorError as e:
             return error_response(e)
         base = self.base(request)
-        return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request)))
+        caller = self.caller(request)
+        return await self.run(request, lambda: self.service.search(rtype, pairs, base, self.lenient(request), caller))
 
     async def instance(self, request: Request) -> Response:
         rtype, rid = request.path_params["rtype"], request.path_params["rid"]
         base = self.base(request)
+        caller = self.caller(request)
+        if_match = request.headers.get("if-match")
         try:
             if request.method == "GET":
-                return await self.run(request, lambda: self.service.read(rtype, rid))
+                return await self.run(request, lambda: self.service.read(rtype, rid, caller=caller))
             if request.method == "PUT":
                 raw = await self.body(request)
-                return await self.run(request, lambda: self.service.update(rtype, rid, raw, base,
-                                                                           request.headers.get("if-match")))
+                return await self.run(request, lambda: self.service.update(rtype, rid, raw, base, if_match, caller))
             if request.method == "PATCH":
                 raw = await self.body(request, (*_JSON_TYPES, JSON_PATCH))
                 ctype = request.headers.get("content-type", "")
-                return await self.run(request, lambda: self.service.patch(rtype, rid, raw, ctype, base,
-                                                                          request.headers.get("if-match")))
+                return await self.run(request, lambda: self.service.patch(rtype, rid, raw, ctype, base, if_match,
+                                                                          caller))
             raise MethodNotAllowed(f"{request.method} is not supported on [base]/{rtype}/[id]: the ROR IG "
                                    "has no delete interaction (close the entity with its status or dates)",
                                    headers={"Allow": "GET, PUT, PATCH"})
@@ -157,13 +167,13 @@ class FhirApi:
     async def history(self, request: Request) -> Response:
         rtype, rid = request.path_params["rtype"], request.path_params["rid"]
         base = self.base(request)
-        return await self.run(request, lambda: self.service.history(rtype, rid, base))
+        return await self.run(request, lambda: self.service.history(rtype, rid, base, self.caller(request)))
 
     async def vread(self, request: Request) -> Response:
         rtype, rid, vid = (request.path_params[k] for k in ("rtype", "rid", "vid"))
         if not vid.isdigit():
             return error_response(InvalidRequest(f"Version id '{vid}' is not a number", expression="versionId"))
-        return await self.run(request, lambda: self.service.read(rtype, rid, int(vid)))
+        return await self.run(request, lambda: self.service.read(rtype, rid, int(vid), self.caller(request)))
 
     async def system(self, request: Request) -> Response:
         base = self.base(request)
@@ -171,7 +181,7 @@ class FhirApi:
             raw = await self.body(request)
         except RorError as e:
             return error_response(e)
-        return await self.run(request, lambda: self.service.bundle(raw, base))
+        return await self.run(request, lambda: self.service.bundle(raw, base, self.caller(request)))
 
 
 async def _not_found(request: Request, exc: HTTPException) -> Response:

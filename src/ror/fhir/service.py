@@ -18,7 +18,7 @@ from email.utils import format_datetime
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, literal, select
 
 from ror.errors import (
     InvalidRequest,
@@ -33,15 +33,18 @@ from ror.errors import (
 )
 from ror.fhir import bundles
 from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from ror.fhir.rights import FULL_ACCESS, Caller, check_write
 from ror.fhirdates import stamp_to_instant
 from ror.profiles.searchparams import RESOURCE_TYPES, registry
-from ror.search.execute import SearchResult, query_fingerprint, run_search
+from ror.search.execute import SearchResult, query_fingerprint, redacted, run_search
 from ror.search.plan import SearchPlan, build_plan
+from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import WRITE
+from ror.store.engine import WRITE, current_tx
 
 FHIR_JSON = "application/fhir+json"
+AUDIT_HEADER = "X-Ror-Audit"  # resource types and counts returned, for the trust space's audit trail
 JSON_PATCH = "application/json-patch+json"
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -144,81 +147,107 @@ class FhirService:
             yield conn
 
     # -- reads ----------------------------------------------------------------------------------
-    def read(self, rtype: str, rid: str, version: int | None = None) -> Response:
+    def _seen(self, conn: Connection, caller: Caller, rtype: str, rid: str, versions: list) -> list:
+        """``versions`` as the caller's profile may see them; 404 when the resource is hidden to it
+        (a hidden resource is not acknowledged to exist)."""
+        if caller.profile == 1:
+            return versions
+        vis = Visibility(caller.profile, literal(current_tx(conn)))
+        hidden = vis.hidden(rtype)
+        if hidden is not None:
+            sub = hidden.subquery()
+            if conn.execute(select(sub.c.pk).where(sub.c.pk == versions[0].pk)).first():
+                raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        bodies = redacted(conn, vis, [(v.pk, v.body) for v in versions])
+        return [repository.Stored(v.pk, v.version, v.last_updated, b) for v, b in zip(versions, bodies, strict=True)]
+
+    def read(self, rtype: str, rid: str, version: int | None = None, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         check_id(rid)
         with self._reading() as conn:
             s = repository.read(conn, rtype, rid) if version is None else \
                 repository.read_version(conn, rtype, rid, version)
+            s = self._seen(conn, caller, rtype, rid, [s])[0]
         return Response(200, s.body, version_headers(s.version, s.last_updated), s.last_updated)
 
-    def history(self, rtype: str, rid: str, base: str) -> Response:
+    def history(self, rtype: str, rid: str, base: str, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         check_id(rid)
         with self._reading() as conn:
-            versions = repository.history(conn, rtype, rid)
+            versions = self._seen(conn, caller, rtype, rid, repository.history(conn, rtype, rid))
         return Response(200, bundles.history_bundle(base, rtype, rid, versions))
 
-    def plan(self, rtype: str, pairs: list[tuple[str, str]], lenient: bool) -> SearchPlan:
+    def plan(self, rtype: str, pairs: list[tuple[str, str]], lenient: bool, profile: int = 1) -> SearchPlan:
         check_type(rtype)
-        return build_plan(rtype, pairs, registry(), self.settings, lenient)
+        return build_plan(rtype, pairs, registry(), self.settings, lenient, profile)
 
-    def search(self, rtype: str, pairs: list[tuple[str, str]], base: str, lenient: bool = False) -> Response:
-        plan = self.plan(rtype, pairs, lenient)
+    def search(self, rtype: str, pairs: list[tuple[str, str]], base: str, lenient: bool = False,
+               caller: Caller = FULL_ACCESS) -> Response:
+        plan = self.plan(rtype, pairs, lenient, caller.profile)
         with self._reading() as conn:
             result = run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs))
-        return Response(200, bundles.searchset(base, rtype, pairs, result, plan.warnings))
+        return Response(200, bundles.searchset(base, rtype, pairs, result, plan.warnings),
+                        {AUDIT_HEADER: result.audit_summary()})
 
-    def search_result(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> SearchResult:
-        plan = self.plan(rtype, pairs, lenient=False)
+    def search_result(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]],
+                      caller: Caller = FULL_ACCESS) -> SearchResult:
+        plan = self.plan(rtype, pairs, lenient=False, profile=caller.profile)
         return run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs))
 
     # -- writes ---------------------------------------------------------------------------------
-    def create(self, rtype: str, raw: bytes, base: str) -> Response:
+    def create(self, rtype: str, raw: bytes, base: str, caller: Caller = FULL_ACCESS) -> Response:
         res = check_resource(parse_json(raw), rtype)
         with self._writing() as conn:
-            return self._create(conn, rtype, res, base)
+            return self._create(conn, rtype, res, base, caller)
 
-    def _create(self, conn: Connection, rtype: str, res: dict, base: str, rid: str | None = None) -> Response:
+    def _create(self, conn: Connection, rtype: str, res: dict, base: str, caller: Caller,
+                rid: str | None = None) -> Response:
         check_type(rtype)
         res = {**res, "id": rid or str(uuid.uuid4())}
+        check_write(conn, caller, rtype, None, res)
         w = repository.write_batch(conn, [repository.prepare(res)])[0]
         return self._written(w, base, 201)
 
-    def update(self, rtype: str, rid: str, raw: bytes, base: str, if_match: str | None = None) -> Response:
+    def update(self, rtype: str, rid: str, raw: bytes, base: str, if_match: str | None = None,
+               caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         check_id(rid)
         res = check_resource(parse_json(raw), rtype, rid)
         with self._writing() as conn:
-            return self._update(conn, rtype, rid, res, base, parse_if_match(if_match))
+            return self._update(conn, rtype, rid, res, base, parse_if_match(if_match), caller)
 
-    def _update(self, conn: Connection, rtype: str, rid: str, res: dict, base: str, expected: int | None) -> Response:
+    def _update(self, conn: Connection, rtype: str, rid: str, res: dict, base: str, expected: int | None,
+                caller: Caller) -> Response:
         cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
         if expected is not None and (cur is None or cur.version != expected):
             raise PreconditionFailed(f"{rtype}/{rid} is at version {cur.version if cur else 'none'}, "
                                      f"not {expected} (If-Match)", expression=rtype)
+        before = orjson.loads(repository.read(conn, rtype, rid).body) if cur else None
+        check_write(conn, caller, rtype, before, res)
         w = repository.write_batch(conn, [repository.prepare(res)], {(rtype, rid): cur} if cur else {})[0]
         return self._written(w, base, 201 if w.outcome == "created" else 200, conn)
 
     def patch(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str,
-              if_match: str | None = None) -> Response:
+              if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         check_id(rid)
         patcher = self._patcher(raw, content_type)
         with self._writing() as conn:
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match))
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
 
     def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
-                          base: str, if_match: str | None = None) -> Response:
+                          base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
         patcher = self._patcher(raw, content_type)
         with self._writing() as conn:
             rid = self._single_match(conn, rtype, pairs)
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match))
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
 
     def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
+        """The one resource a conditional write targets, looked up with full visibility: what the
+        caller may write is decided by its write rights, not by its read profile."""
         result = self.search_result(conn, rtype, [*pairs, ("_count", "2"), ("_total", "none")])
         if not result.matches:
             raise NotFound(f"No {rtype} matches {'&'.join(f'{k}={v}' for k, v in pairs)}", expression=rtype)
@@ -240,7 +269,8 @@ class FhirService:
             return lambda res: apply_fhirpath_patch(res, body)
         raise UnsupportedMediaType(f"PATCH takes {FHIR_JSON} (FHIRPath Patch) or {JSON_PATCH}, not '{mime}'")
 
-    def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None) -> Response:
+    def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None,
+               caller: Caller) -> Response:
         cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
         if cur is None:
             raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
@@ -250,6 +280,7 @@ class FhirService:
         current = orjson.loads(repository.read(conn, rtype, rid).body)
         patched = patcher(current)
         check_resource(patched, rtype, rid)
+        check_write(conn, caller, rtype, current, patched)
         w = repository.write_batch(conn, [repository.prepare(patched)], {(rtype, rid): cur})[0]
         return self._written(w, base, 200, conn)
 
@@ -263,7 +294,7 @@ class FhirService:
         return Response(status, body, headers, w.last_updated)
 
     # -- Bundles --------------------------------------------------------------------------------
-    def bundle(self, raw: bytes, base: str) -> Response:
+    def bundle(self, raw: bytes, base: str, caller: Caller = FULL_ACCESS) -> Response:
         b = parse_json(raw)
         if not isinstance(b, dict) or b.get("resourceType") != "Bundle":
             raise InvalidRequest("POST [base] takes a Bundle of type transaction or batch", expression="Bundle")
@@ -274,10 +305,10 @@ class FhirService:
         if not isinstance(entries, list):
             raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
         if kind == "transaction":
-            return self._transaction(entries, base)
-        return self._batch(entries, base)
+            return self._transaction(entries, base, caller)
+        return self._batch(entries, base, caller)
 
-    def _transaction(self, entries: list, base: str) -> Response:
+    def _transaction(self, entries: list, base: str, caller: Caller) -> Response:
         ids = _assign_ids(entries)
         entries = [_rewrite_refs(e, ids) for e in entries]
         order = sorted(range(len(entries)), key=lambda i: _METHOD_ORDER.get(_method(entries[i], i), 9))
@@ -285,7 +316,7 @@ class FhirService:
         with self._writing() as conn:
             for i in order:
                 try:
-                    results[i] = self._entry(conn, entries[i], i, base, ids)
+                    results[i] = self._entry(conn, entries[i], i, base, ids, caller)
                 except RorError as e:
                     for issue in e.issues:  # say which entry failed; nothing of the Bundle was written
                         issue.expression = [f"Bundle.entry[{i}]", *issue.expression]
@@ -293,17 +324,17 @@ class FhirService:
                     raise
         return Response(200, _response_bundle("transaction-response", results))
 
-    def _batch(self, entries: list, base: str) -> Response:
+    def _batch(self, entries: list, base: str, caller: Caller) -> Response:
         results: list[Response] = []
         for i, entry in enumerate(entries):
             try:
                 with self._writing() as conn:
-                    results.append(self._entry(conn, entry, i, base, {}))
+                    results.append(self._entry(conn, entry, i, base, {}, caller))
             except RorError as e:
                 results.append(Response(e.status, orjson.dumps(bundles.operation_outcome(e.issues))))
         return Response(200, _response_bundle("batch-response", results))
 
-    def _entry(self, conn: Connection, entry: object, i: int, base: str, ids: dict) -> Response:
+    def _entry(self, conn: Connection, entry: object, i: int, base: str, ids: dict, caller: Caller) -> Response:
         method = _method(entry, i)
         url = entry["request"]["url"]
         path, _, query = url.partition("?")
@@ -314,25 +345,26 @@ class FhirService:
             check_type(parts[0])
             check_resource(res, parts[0], where=f"Bundle.entry[{i}].resource")
             full = entry.get("fullUrl")
-            return self._create(conn, parts[0], res, base, ids.get(full, (None, None))[1] if full else None)
+            return self._create(conn, parts[0], res, base, caller, ids.get(full, (None, None))[1] if full else None)
         if method == "PUT" and len(parts) == 2:
             check_type(parts[0])
             check_id(parts[1])
             check_resource(res, parts[0], parts[1], where=f"Bundle.entry[{i}].resource")
             return self._update(conn, parts[0], parts[1], res, base,
-                                parse_if_match(entry["request"].get("ifMatch")))
+                                parse_if_match(entry["request"].get("ifMatch")), caller)
         if method == "PATCH" and len(parts) in (1, 2):
             check_type(parts[0])
             patcher = self._entry_patcher(res, i)
             rid = parts[1] if len(parts) == 2 else self._single_match(conn, parts[0], pairs)
-            return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")))
+            return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")),
+                               caller)
         if method == "GET" and len(parts) == 2:
             check_type(parts[0])
-            s = repository.read(conn, parts[0], parts[1])
+            s = self._seen(conn, caller, parts[0], parts[1], [repository.read(conn, parts[0], parts[1])])[0]
             return Response(200, s.body, version_headers(s.version, s.last_updated), s.last_updated)
         if method == "GET" and len(parts) == 1:
             check_type(parts[0])
-            result = self.search_result(conn, parts[0], pairs)
+            result = self.search_result(conn, parts[0], pairs, caller)
             return Response(200, bundles.searchset(base, parts[0], pairs, result, []))
         raise MethodNotAllowed(f"Bundle.entry[{i}]: {method} {url} is not supported in a Bundle "
                                "(POST Type, PUT Type/id, PATCH Type/id or Type?criteria, GET)",

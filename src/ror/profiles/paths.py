@@ -150,6 +150,12 @@ def _compile_chain(expr: str, root: str | None) -> Extractor:
     return run
 
 
+def compile_relative(expr: str) -> Callable[[object], list[Item]]:
+    """Compile a path evaluated from an element (e.g. the tail of an expression, from an extension)."""
+    chain = _compile_chain(expr, root=None)
+    return lambda element: chain([(element, None)])
+
+
 def compile_expression(expr: str, resource_type: str) -> Callable[[dict], list[Item]]:
     """Compile ``expr`` (a union of paths) for resources of ``resource_type``.
 

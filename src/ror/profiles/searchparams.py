@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from ror.profiles.paths import Item, compile_expression
+import re
+
+from ror.profiles.paths import Item, compile_expression, compile_relative
 
 ROR = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 CORE_SP = "http://hl7.org/fhir/SearchParameter/"
@@ -34,6 +36,10 @@ class SearchParam:
     targets: tuple[str, ...] = ()  # reference parameters: target resource types
     note: str = ""  # deviation from the published definition, if any
     extract: Callable[[dict], list[Item]] = field(default=lambda r: [], compare=False, repr=False)
+    # Record parameters: values are read inside each instance of the ``group`` extension, so that
+    # index rows know which record they come from (same-record matching, per-record visibility).
+    group: str | None = None
+    extract_in_group: Callable[[object], list[Item]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -168,10 +174,21 @@ class Registry:
         return p.targets if p and p.type == "reference" else ()
 
 
+# Extensions whose instances are records: a capacity indicator, a price, an equipment, a housing capacity.
+RECORD_EXTENSIONS = frozenset(ROR + n for n in ("ror-location-supported-capacity", "ror-organization-price",
+                                                "ror-location-equipment", "ror-location-residential-capacity"))
+_GROUP_RE = re.compile(r"^(\w+)\.extension\.where\(url\s*=\s*'([^']+)'\)\.(.+)$", re.S)
+
+
 def _build(code: str, base: str, ptype: str, expression: str, url: str,
            targets: tuple[str, ...] = (), note: str = "") -> SearchParam:
+    group, in_group = None, None
+    m = _GROUP_RE.match(expression)
+    if m and m.group(1) == base and m.group(2) in RECORD_EXTENSIONS:
+        group, in_group = m.group(2), compile_relative(m.group(3))
     return SearchParam(code=code, base=base, type=ptype, expression=expression, url=url, targets=targets,
-                       note=note, extract=compile_expression(expression, base))
+                       note=note, extract=compile_expression(expression, base), group=group,
+                       extract_in_group=in_group)
 
 
 @lru_cache(maxsize=1)

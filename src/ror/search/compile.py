@@ -21,7 +21,6 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.sql.elements import BindParameter
 
 from ror.errors import InvalidSearch
 from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_search_date
@@ -29,6 +28,7 @@ from ror.geo import EARTH_RADIUS_KM, bounding_box
 from ror.profiles.searchparams import SPECIAL, registry
 from ror.search import filter as fast
 from ror.search.plan import Criterion, GeoQuery, Hop, SearchPlan, parse_geo, split_prefix
+from ror.search.visibility import Visibility, visible
 from ror.settings import Settings
 from ror.store.indexer import fold, parse_reference
 from ror.store.schema import (
@@ -48,10 +48,6 @@ _HIGH_SORT_STRING = "\x7f\x7f"
 _FAR = 1e9
 
 
-def visible(t, snap: BindParameter) -> ColumnElement:
-    return and_(t.c.since_tx <= snap, t.c.until_tx > snap)
-
-
 def _unescape(s: str) -> str:
     return s.replace("\\|", "|")
 
@@ -66,18 +62,23 @@ class Compiler:
         self.settings = settings
         self.snap = literal(snapshot, literal_execute=False)
         self.dialect = dialect
+        self.vis = Visibility(plan.profile, self.snap)
+
+    def rows(self, t) -> list[ColumnElement]:
+        """Conditions every index lookup carries: in the snapshot, and seen by the caller's profile."""
+        return [visible(t, self.snap), *self.vis.row_conditions(t)]
 
     # -- sets of resources ----------------------------------------------------------------------
     def all_of(self, rtype: str) -> Select:
-        """Every resource of ``rtype`` present in the snapshot."""
-        d = idx_date.alias()
-        return select(d.c.pk).where(d.c.param == f"{rtype}._lastUpdated", visible(d, self.snap))
+        """Every resource of ``rtype`` in the snapshot that the caller's profile may see."""
+        return self.vis.restrict(rtype, self.vis.everything(rtype))
 
     def criterion(self, c: Criterion) -> Select:
-        """pks of the plan's base type matching ``c``."""
-        sel = self._end(c)
+        """pks of the plan's base type matching ``c``; every set along a chain is restricted to what
+        the caller may see, so no hidden resource can be reached or inferred through a chain."""
+        sel = self.vis.restrict(c.rtype, self._end(c))
         for hop in reversed(c.hops):
-            sel = self._hop(hop, sel)
+            sel = self.vis.restrict(hop.source if not hop.reverse else hop.target, self._hop(hop, sel))
         return sel
 
     def _hop(self, hop: Hop, inner: Select) -> Select:
@@ -85,9 +86,9 @@ class Compiler:
         ir = idx_ref.alias()
         if hop.reverse:
             return select(r.c.pk).where(r.c.rtype == hop.target, r.c.rid.in_(
-                select(ir.c.target_id).where(ir.c.param == hop.param.key, visible(ir, self.snap),
+                select(ir.c.target_id).where(ir.c.param == hop.param.key, *self.rows(ir),
                                              ir.c.target_type == hop.target, ir.c.pk.in_(inner))))
-        return select(ir.c.pk).where(ir.c.param == hop.param.key, visible(ir, self.snap),
+        return select(ir.c.pk).where(ir.c.param == hop.param.key, *self.rows(ir),
                                      ir.c.target_type == hop.target, ir.c.target_id.in_(
                                          select(r.c.rid).where(r.c.rtype == hop.target, r.c.pk.in_(inner))))
 
@@ -115,9 +116,9 @@ class Compiler:
             return self.all_of(c.rtype)
         if p.type == SPECIAL:
             t = idx_geo.alias()
-            return select(t.c.pk).where(t.c.param == "Location.near", visible(t, self.snap))
+            return select(t.c.pk).where(t.c.param == "Location.near", *self.rows(t))
         t = _table_for(p.type).alias()
-        return select(t.c.pk).where(t.c.param == p.key, visible(t, self.snap))
+        return self.vis.scope_records(p, select(t.c.pk).where(t.c.param == p.key, *self.rows(t)))
 
     def _hierarchy(self, rtype: str, seed: Select, down: bool) -> Select:
         """``:above``: the resources matching, and every resource below them (partOf descendants) —
@@ -129,12 +130,12 @@ class Compiler:
             step = (select(ir.c.pk).select_from(ir)
                     .join(r, and_(r.c.rtype == rtype, r.c.rid == ir.c.target_id))
                     .join(tree, tree.c.pk == r.c.pk)
-                    .where(ir.c.param == f"{rtype}.partof", visible(ir, self.snap)))
+                    .where(ir.c.param == f"{rtype}.partof", *self.rows(ir)))
         else:
             step = (select(r.c.pk).select_from(ir)
                     .join(tree, tree.c.pk == ir.c.pk)
                     .join(r, and_(r.c.rtype == rtype, r.c.rid == ir.c.target_id))
-                    .where(ir.c.param == f"{rtype}.partof", visible(ir, self.snap)))
+                    .where(ir.c.param == f"{rtype}.partof", *self.rows(ir)))
         tree = tree.union(step)
         return select(tree.c.pk)
 
@@ -150,12 +151,12 @@ class Compiler:
                 words = fold(v).split()
                 conds.append(and_(*[t.c.content.like(f"%{_like_escape(w)}%", escape="\\") for w in words])
                              if words else false())
-            return select(t.c.pk).where(t.c.param == f"{c.rtype}._content", visible(t, self.snap), or_(*conds))
+            return select(t.c.pk).where(t.c.param == f"{c.rtype}._content", *self.rows(t), or_(*conds))
         if p.type == SPECIAL:
             return self._geo(c)
         t = _table_for(p.type).alias()
         conds = [self._value_condition(c, t, v) for v in c.values]
-        return select(t.c.pk).where(t.c.param == p.key, visible(t, self.snap), or_(*conds))
+        return self.vis.scope_records(p, select(t.c.pk).where(t.c.param == p.key, *self.rows(t), or_(*conds)))
 
     def _value_condition(self, c: Criterion, t, v: str) -> ColumnElement:
         ptype = c.param.type
@@ -227,7 +228,7 @@ class Compiler:
         q = self.geo_query(c)
         min_lat, max_lat, min_lon, max_lon = bounding_box(q.lat, q.lon, q.km)
         g = idx_geo.alias()
-        return select(g.c.pk).where(g.c.param == "Location.near", visible(g, self.snap),
+        return select(g.c.pk).where(g.c.param == "Location.near", *self.rows(g),
                                     g.c.lat.between(min_lat, max_lat), g.c.lon.between(min_lon, max_lon),
                                     self.distance(g, q) <= q.km)
 
@@ -266,6 +267,9 @@ class Compiler:
         """(query of pk + sort keys, sort keys) for the plan, without keyset or limit."""
         d = idx_date.alias("drv")
         conds = [d.c.param == f"{self.plan.rtype}._lastUpdated", visible(d, self.snap)]
+        hidden = self.vis.hidden(self.plan.rtype)
+        if hidden is not None:
+            conds.append(d.c.pk.not_in(hidden))
         conds += [d.c.pk.in_(self.criterion(c)) for c in self.plan.criteria]
         conds += [self.filter_condition(ast, compiled, d.c.pk) for ast, compiled in self.plan.filters]
         keys = [(self._sort_key(code, desc, d), desc) for code, desc in self.plan.sort]
@@ -291,7 +295,7 @@ class Compiler:
             col, hi, lo = t.c.code, _HIGH_SORT_STRING, ""
         else:
             col, hi, lo = t.c.value, 1e308, -1e308
-        sub = select(agg(col)).where(t.c.pk == d.c.pk, t.c.param == p.key, visible(t, self.snap)).scalar_subquery()
+        sub = select(agg(col)).where(t.c.pk == d.c.pk, t.c.param == p.key, *self.rows(t)).scalar_subquery()
         return func.coalesce(sub, lo if desc else hi)
 
     def plan_param(self, code: str):

@@ -8,12 +8,14 @@ import hashlib
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, literal, select
 
 from ror.errors import InvalidSearch, TooCostly
 from ror.geo import haversine_km
+from ror.profiles.access import redact
 from ror.search.compile import Compiler, keyset_condition
 from ror.search.plan import IncludeSpec, SearchPlan
+from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
 from ror.store.engine import current_tx
@@ -37,6 +39,13 @@ class SearchResult:
     included: list[Entry] = field(default_factory=list)
     total: int | None = None
     next_cursor: str | None = None
+
+    def audit_summary(self) -> str:
+        """Resource types and counts returned, e.g. ``HealthcareService=12,Location=3``."""
+        counts: dict[str, int] = {}
+        for e in (*self.matches, *self.included):
+            counts[e.rtype] = counts.get(e.rtype, 0) + 1
+        return ",".join(f"{t}={n}" for t, n in sorted(counts.items()))
 
 
 def query_fingerprint(rtype: str, pairs: list[tuple[str, str]]) -> str:
@@ -88,17 +97,57 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         out.next_cursor = encode_cursor({"s": snapshot, "k": list(last[1:]), "p": last[0], "t": out.total,
                                          "f": fingerprint})
     pks = [r[0] for r in rows]
-    bodies = repository.bodies(conn, pks, snapshot)
+    bodies = _redacted_map(conn, comp.vis, repository.bodies(conn, pks, snapshot))
     ids = _ids(conn, pks)
     geo = comp.geo_query(plan.near) if plan.near is not None else None
     for pk in pks:
         rtype, rid = ids[pk]
         out.matches.append(Entry(rtype, rid, bodies[pk], _distance(rtype, bodies[pk], geo)))
     if plan.includes and pks:
-        included = resolve_includes(conn, plan.includes, [(*ids[pk], pk) for pk in pks], settings.include_max)
-        inc_bodies = repository.bodies(conn, [pk for _, _, pk in included])
+        # Includes are read on current data: visibility is judged on current data too.
+        now = Visibility(plan.profile, literal(current_tx(conn)))
+        included = resolve_includes(conn, plan.includes, [(*ids[pk], pk) for pk in pks], settings.include_max,
+                                    lambda found: visible_subset(conn, now, found))
+        inc_bodies = _redacted_map(conn, now, repository.bodies(conn, [pk for _, _, pk in included]))
         out.included = [Entry(t, rid, inc_bodies[pk], _distance(t, inc_bodies[pk], geo)) for t, rid, pk in included]
     return out
+
+
+def visible_subset(conn: Connection, vis: Visibility, found: list[tuple[str, str, int]]
+                   ) -> list[tuple[str, str, int]]:
+    """``found`` without what ``vis`` hides."""
+    hidden: set[int] = set()
+    by_type: dict[str, list[int]] = {}
+    for t, _, pk in found:
+        by_type.setdefault(t, []).append(pk)
+    for t, pks in by_type.items():
+        h = vis.hidden(t)
+        if h is None:
+            continue
+        sub = h.subquery()
+        for i in range(0, len(pks), 500):
+            hidden.update(pk for (pk,) in conn.execute(select(sub.c.pk).where(sub.c.pk.in_(pks[i:i + 500]))))
+    return [item for item in found if item[2] not in hidden]
+
+
+def redacted(conn: Connection, vis: Visibility, items: list[tuple[int, bytes]]) -> list[bytes]:
+    """Bodies (with the pk of their resource) as the caller's profile may see them; profile 1 gets
+    the stored bytes untouched, without parsing."""
+    if vis.profile == 1 or not items:
+        return [body for _, body in items]
+    places, roles = vis.medico_social_places_and_roles()
+    pks = sorted({pk for pk, _ in items})
+    ms: set[int] = set()
+    for q in (places, roles):
+        sub = q.subquery()
+        for i in range(0, len(pks), 500):
+            ms.update(pk for (pk,) in conn.execute(select(sub.c.pk).where(sub.c.pk.in_(pks[i:i + 500]))))
+    return [orjson.dumps(redact(orjson.loads(body), vis.profile, {"medico_social": pk in ms}))
+            for pk, body in items]
+
+
+def _redacted_map(conn: Connection, vis: Visibility, bodies: dict[int, bytes]) -> dict[int, bytes]:
+    return dict(zip(bodies, redacted(conn, vis, list(bodies.items())), strict=True))
 
 
 def _ids(conn: Connection, pks: list[int]) -> dict[int, tuple[str, str]]:
@@ -118,9 +167,10 @@ def _distance(rtype: str, body: bytes, geo) -> float | None:
 
 
 def resolve_includes(conn: Connection, specs: list[IncludeSpec], matches: list[tuple[str, str, int]],
-                     limit: int) -> list[tuple[str, str, int]]:
+                     limit: int, keep=lambda found: found) -> list[tuple[str, str, int]]:
     """Resources reached by _include/_revinclude from the page's matches; iterate specs are applied
-    again to what they bring in, until nothing new appears."""
+    again to what they bring in, until nothing new appears. ``keep`` drops what the caller may not
+    see, before it can serve as a step to further includes."""
     seen = {(t, rid) for t, rid, _ in matches}
     frontier = matches
     found: list[tuple[str, str, int]] = []
@@ -133,6 +183,7 @@ def resolve_includes(conn: Connection, specs: list[IncludeSpec], matches: list[t
                 if (item[0], item[1]) not in seen:
                     seen.add((item[0], item[1]))
                     new.append(item)
+        new = keep(new)
         if len(found) + len(new) > limit:
             raise TooCostly(f"the includes bring more than {limit} resources for this page; lower _count",
                             expression="_include")

@@ -85,6 +85,8 @@ class SearchPlan:
     cursor: str | None = None
     warnings: list[Issue] = field(default_factory=list)
     near: Criterion | None = None  # the geographic criterion whose distance entries report
+    profile: int = 1  # access profile of the caller (ror.profiles.access)
+    same_record: bool = False  # capacity / price criteria must hold on one record (issue 5)
 
     @property
     def near_sort_requested(self) -> bool:
@@ -316,9 +318,9 @@ def parse_geo(c: Criterion, v: str, settings: Settings) -> GeoQuery:
 
 
 def build_plan(rtype: str, pairs: list[tuple[str, str]], registry: Registry, settings: Settings,
-               lenient: bool = False) -> SearchPlan:
+               lenient: bool = False, profile: int = 1) -> SearchPlan:
     b = PlanBuilder(registry, settings, rtype, lenient)
-    plan = SearchPlan(rtype=rtype, count=settings.page_size_default)
+    plan = SearchPlan(rtype=rtype, count=settings.page_size_default, profile=profile)
     for name, raw in pairs:
         try:
             _apply(b, plan, name, raw, settings)

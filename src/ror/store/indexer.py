@@ -10,14 +10,16 @@ from unidecode import unidecode
 
 from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_range
 from ror.geo import load_communes
+from ror.profiles.access import ALL, is_sensitive, row_mask
 from ror.profiles.searchparams import ROR, SPECIAL, registry
 from ror.settings import get_settings
 
 _SPACES = re.compile(r"\s+")
+SENSITIVE_KEY = "HealthcareService.#sensitive"  # internal: drives what profiles 0, 2, 3, 5 may see
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 # Elements holding text a person wrote or reads, for _content search.
-_CONTENT_KEYS = "name|alias|display|text|description|comment|valueString|city|line|family|given|telecomAddress"
+_CONTENT_KEYS = "name|alias|display|text|description|comment|valueString|city|line|family|given"
 _JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
 _CONTENT_RE = re.compile(rf'"(?:{_CONTENT_KEYS})":(?:{_JSON_STRING}|\[((?:"(?:[^"\\]|\\.)*",?)*)\])')
 _JSON_STRING_RE = re.compile(_JSON_STRING)
@@ -130,8 +132,13 @@ def location_point(resource: dict) -> tuple[float, float] | None:
 
 def _content(resource: dict) -> str:
     """The human-readable text of a resource (names, labels, descriptions, comments, addresses), for
-    ``_content``. A regular expression over the serialised JSON: 30x faster than walking the dict."""
-    raw = orjson.dumps(resource).decode()
+    ``_content``; contacts and telecoms are left out, since their visibility depends on the access
+    profile. A regular expression over the serialised JSON: 30x faster than walking the dict."""
+    public = {k: v for k, v in resource.items() if k not in ("contact", "telecom")}
+    if isinstance(public.get("extension"), list):
+        public["extension"] = [e for e in public["extension"] if not (isinstance(e, dict) and e.get("url") in (
+            ROR + "ror-healthcareservice-contact",))]
+    raw = orjson.dumps(public).decode()
     words = []
     for single, many in _CONTENT_RE.findall(raw):
         for s in ([single] if single else _JSON_STRING_RE.findall(many)):
@@ -139,45 +146,56 @@ def _content(resource: dict) -> str:
     return fold(" ".join(words))[:4000]
 
 
+def _rows_for(ptype: str, key: str, value, hint, tz: str) -> tuple[str, list[tuple]] | None:
+    """(table, rows without grp/vis) for one extracted value."""
+    if ptype in ("token", "uri"):
+        return "token", [(key, s, c[:128]) for s, c in _tokens(value, hint)]
+    if ptype == "string":
+        return "string", [(key, fold(s)[:200], s[:400]) for s in _strings(value) if s.strip()]
+    if ptype == "reference":
+        return "reference", [(key, t, i[:64]) for t, i in _references(value)]
+    if ptype == "date":
+        return "date", [(key, lo, hi) for lo, hi in _dates(value, tz)]
+    if ptype == "number":
+        return "number", [(key, n) for n in _numbers(value)]
+    if ptype == "quantity":
+        return "quantity", [(key, *q) for q in _quantities(value)]
+    return None
+
+
 def index_rows(resource: dict) -> dict[str, list[tuple]]:
-    """Rows per index table (without pk/tx columns) for one resource."""
+    """Rows per index table for one resource: ``(param, *values, grp, vis)``."""
     tz = get_settings().local_timezone
     rows: dict[str, list[tuple]] = {k: [] for k in ("token", "string", "reference", "date", "number",
                                                     "quantity", "geo", "text")}
     rtype = resource["resourceType"]
+    extensions = [e for e in resource.get("extension", ()) if isinstance(e, dict)]
     for p in registry().for_type(rtype):
         if p.type == SPECIAL:
             continue
-        key = p.key
+        if p.group is not None:
+            instances = [e for e in extensions if e.get("url") == p.group]
+            sources = [(i, inst, p.extract_in_group(inst)) for i, inst in enumerate(instances, 1)]
+        else:
+            sources = [(0, None, p.extract(resource))]
         seen: set = set()
-        for value, hint in p.extract(resource):
-            if p.type in ("token", "uri"):
-                new = [(key, s, c[:128]) for s, c in _tokens(value, hint)]
-                table = "token"
-            elif p.type == "string":
-                new = [(key, fold(s)[:200], s[:400]) for s in _strings(value) if s.strip()]
-                table = "string"
-            elif p.type == "reference":
-                new = [(key, t, i[:64]) for t, i in _references(value)]
-                table = "reference"
-            elif p.type == "date":
-                new = [(key, lo, hi) for lo, hi in _dates(value, tz)]
-                table = "date"
-            elif p.type == "number":
-                new = [(key, n) for n in _numbers(value)]
-                table = "number"
-            elif p.type == "quantity":
-                new = [(key, *q) for q in _quantities(value)]
-                table = "quantity"
-            else:
-                continue
-            for row in new:
-                if row not in seen:
-                    seen.add(row)
-                    rows[table].append(row)
+        for grp, inst, values in sources:
+            for value, hint in values:
+                made = _rows_for(p.type, p.key, value, hint, tz)
+                if made is None:
+                    continue
+                table, new = made
+                vis = row_mask(resource, p.code, value, inst)
+                for row in new:
+                    full = (*row, grp, vis)
+                    if full not in seen:
+                        seen.add(full)
+                        rows[table].append(full)
+    if rtype == "HealthcareService":
+        rows["token"].append((SENSITIVE_KEY, None, "true" if is_sensitive(resource) else "false", 0, ALL))
     if rtype == "Location":
         point = location_point(resource)
         if point:
-            rows["geo"].append(("Location.near", *point))
-    rows["text"].append((f"{rtype}._content", _content(resource)))
+            rows["geo"].append(("Location.near", *point, 0, ALL))
+    rows["text"].append((f"{rtype}._content", _content(resource), 0, ALL))
     return rows

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Sequence,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -82,6 +83,11 @@ def _index_table(name: str, *value_columns: Column, lookup: tuple[str, ...],
                  extra: tuple[tuple[str, ...], ...] = ()) -> Table:
     cols = [Column("pk", BigInteger, nullable=False), Column("param", String(80), nullable=False),
             *value_columns,
+            # Ordinal of the record (capacity, price, equipment… extension instance) the value comes
+            # from, 0 outside records: lets several criteria be required on the same record.
+            Column("grp", SmallInteger, nullable=False),
+            # Bit p set when access profile p may see the value (ror.profiles.access.row_mask).
+            Column("vis", SmallInteger, nullable=False),
             Column("since_tx", BigInteger, nullable=False),
             Column("until_tx", BigInteger, nullable=False)]
     indexes = [Index(f"ix_{name}_lookup", "param", *lookup, "until_tx", "since_tx", "pk"),

@@ -24,6 +24,19 @@ class Settings:
     bulk_batch_size: int = 2000
     request_body_max_bytes: int = 20 * 1024 * 1024
     near_radius_max_km: float = 500.0
+    # Validate every REST/transaction write against the ROR profiles (422 on error).
+    validate_writes: bool = False
+    # Trust space (issue 6, docs/security.md). Off for the embedded dev server; on in tests and production.
+    auth_required: bool = False
+    # Peers whose X-Ror-Client-* headers (verified client certificate) are believed: the TLS proxy.
+    trusted_proxy_ips: str = "127.0.0.1"  # comma-separated addresses or CIDR networks
+    # SHA-256 thumbprints (hex) of the client certificates allowed on /admin; comma-separated.
+    admin_cert_thumbprints: str = ""
+    token_issuer: str = "urn:ror-national"
+    token_ttl_s: int = 300
+    token_key_max_age_s: int = 30 * 86_400  # the signing key is rotated when older than this
+    rate_limit_per_s: float = 17.0  # per application and worker process (national gateway: 17 calls/s)
+    rate_limit_burst: int = 17
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -32,7 +45,10 @@ class Settings:
             raw = os.environ.get("ROR_" + f.name.upper())
             if raw is None:
                 continue
-            values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
+            if isinstance(f.default, bool):  # bool("false") is True: parse the usual spellings
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
         values.update(overrides)
         return cls(**values)
 

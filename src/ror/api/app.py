@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ror.api.terminology import terminology_routes
 from ror.errors import (
     InvalidRequest,
     Issue,
@@ -201,6 +202,9 @@ def create_app(service: FhirService, settings: Settings) -> Starlette:
     routes = [
         Route("/", lambda request: RedirectResponse("/fhir/metadata")),
         Route("/fhir/metadata", api.metadata, methods=["GET"]),
+        # Before the generic /fhir/{rtype}/… routes, which would catch /fhir/CodeSystem/$lookup.
+        *terminology_routes(service.engine, service.validator, settings.request_body_max_bytes,
+                            settings.public_base_url),
         Route("/fhir", api.system, methods=["POST"]),
         Route("/fhir/", api.system, methods=["POST"]),
         Route("/fhir/{rtype}/_search", api.search_post, methods=["POST"]),

@@ -36,6 +36,7 @@ from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from ror.fhir.rights import FULL_ACCESS, Caller, check_write
 from ror.fhirdates import stamp_to_instant
 from ror.profiles.searchparams import RESOURCE_TYPES, registry
+from ror.profiles.validation import Validator, raise_if_errors
 from ror.search.execute import SearchResult, query_fingerprint, redacted, run_search
 from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
@@ -130,9 +131,21 @@ def parse_if_match(value: str | None) -> int | None:
 
 
 class FhirService:
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, validator: Validator | None = None):
         self.engine = engine
         self.settings = settings
+        # Every write is validated against the ROR profiles (issue 3); shared with $validate.
+        self.validator = validator or Validator(local_timezone=settings.local_timezone)
+
+    def _validate(self, conn: Connection, res: dict, deferred: list | None) -> None:
+        """422 with every issue if ``res`` breaks a profile rule. In a transaction the check waits for
+        all entries to be written (``deferred``), so that entries may reference one another."""
+        if not self.settings.validate_writes:
+            return
+        if deferred is not None:
+            deferred.append(res)
+        else:
+            raise_if_errors(self.validator.validate(res, conn))
 
     @contextmanager
     def _writing(self):
@@ -201,10 +214,11 @@ class FhirService:
             return self._create(conn, rtype, res, base, caller)
 
     def _create(self, conn: Connection, rtype: str, res: dict, base: str, caller: Caller,
-                rid: str | None = None) -> Response:
+                rid: str | None = None, deferred: list | None = None) -> Response:
         check_type(rtype)
         res = {**res, "id": rid or str(uuid.uuid4())}
         check_write(conn, caller, rtype, None, res)
+        self._validate(conn, res, deferred)
         w = repository.write_batch(conn, [repository.prepare(res)])[0]
         return self._written(w, base, 201)
 
@@ -217,13 +231,14 @@ class FhirService:
             return self._update(conn, rtype, rid, res, base, parse_if_match(if_match), caller)
 
     def _update(self, conn: Connection, rtype: str, rid: str, res: dict, base: str, expected: int | None,
-                caller: Caller) -> Response:
+                caller: Caller, deferred: list | None = None) -> Response:
         cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
         if expected is not None and (cur is None or cur.version != expected):
             raise PreconditionFailed(f"{rtype}/{rid} is at version {cur.version if cur else 'none'}, "
                                      f"not {expected} (If-Match)", expression=rtype)
         before = orjson.loads(repository.read(conn, rtype, rid).body) if cur else None
         check_write(conn, caller, rtype, before, res)
+        self._validate(conn, res, deferred)
         w = repository.write_batch(conn, [repository.prepare(res)], {(rtype, rid): cur} if cur else {})[0]
         return self._written(w, base, 201 if w.outcome == "created" else 200, conn)
 
@@ -270,7 +285,7 @@ class FhirService:
         raise UnsupportedMediaType(f"PATCH takes {FHIR_JSON} (FHIRPath Patch) or {JSON_PATCH}, not '{mime}'")
 
     def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None,
-               caller: Caller) -> Response:
+               caller: Caller, deferred: list | None = None) -> Response:
         cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
         if cur is None:
             raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
@@ -281,6 +296,7 @@ class FhirService:
         patched = patcher(current)
         check_resource(patched, rtype, rid)
         check_write(conn, caller, rtype, current, patched)
+        self._validate(conn, patched, deferred)
         w = repository.write_batch(conn, [repository.prepare(patched)], {(rtype, rid): cur})[0]
         return self._written(w, base, 200, conn)
 
@@ -313,15 +329,17 @@ class FhirService:
         entries = [_rewrite_refs(e, ids) for e in entries]
         order = sorted(range(len(entries)), key=lambda i: _METHOD_ORDER.get(_method(entries[i], i), 9))
         results: list[Response | None] = [None] * len(entries)
+        written: list[tuple[int, list[dict]]] = []
         with self._writing() as conn:
             for i in order:
-                try:
-                    results[i] = self._entry(conn, entries[i], i, base, ids, caller)
-                except RorError as e:
-                    for issue in e.issues:  # say which entry failed; nothing of the Bundle was written
-                        issue.expression = [f"Bundle.entry[{i}]", *issue.expression]
-                        issue.diagnostics = f"Bundle.entry[{i}]: {issue.diagnostics} (transaction rolled back)"
-                    raise
+                deferred: list[dict] = []
+                with _blame(i):
+                    results[i] = self._entry(conn, entries[i], i, base, ids, caller, deferred)
+                written.append((i, deferred))
+            for i, resources in written:  # empty unless validate_writes
+                with _blame(i):
+                    for res in resources:
+                        raise_if_errors(self.validator.validate(res, conn))
         return Response(200, _response_bundle("transaction-response", results))
 
     def _batch(self, entries: list, base: str, caller: Caller) -> Response:
@@ -334,7 +352,8 @@ class FhirService:
                 results.append(Response(e.status, orjson.dumps(bundles.operation_outcome(e.issues))))
         return Response(200, _response_bundle("batch-response", results))
 
-    def _entry(self, conn: Connection, entry: object, i: int, base: str, ids: dict, caller: Caller) -> Response:
+    def _entry(self, conn: Connection, entry: object, i: int, base: str, ids: dict, caller: Caller,
+               deferred: list | None = None) -> Response:
         method = _method(entry, i)
         url = entry["request"]["url"]
         path, _, query = url.partition("?")
@@ -345,19 +364,20 @@ class FhirService:
             check_type(parts[0])
             check_resource(res, parts[0], where=f"Bundle.entry[{i}].resource")
             full = entry.get("fullUrl")
-            return self._create(conn, parts[0], res, base, caller, ids.get(full, (None, None))[1] if full else None)
+            return self._create(conn, parts[0], res, base, caller, ids.get(full, (None, None))[1] if full else None,
+                                deferred)
         if method == "PUT" and len(parts) == 2:
             check_type(parts[0])
             check_id(parts[1])
             check_resource(res, parts[0], parts[1], where=f"Bundle.entry[{i}].resource")
             return self._update(conn, parts[0], parts[1], res, base,
-                                parse_if_match(entry["request"].get("ifMatch")), caller)
+                                parse_if_match(entry["request"].get("ifMatch")), caller, deferred)
         if method == "PATCH" and len(parts) in (1, 2):
             check_type(parts[0])
             patcher = self._entry_patcher(res, i)
             rid = parts[1] if len(parts) == 2 else self._single_match(conn, parts[0], pairs)
             return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")),
-                               caller)
+                               caller, deferred)
         if method == "GET" and len(parts) == 2:
             check_type(parts[0])
             s = self._seen(conn, caller, parts[0], parts[1], [repository.read(conn, parts[0], parts[1])])[0]
@@ -382,6 +402,18 @@ class FhirService:
 
 
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+
+
+@contextmanager
+def _blame(i: int):
+    """Name the failing entry in every issue; nothing of the transaction is written."""
+    try:
+        yield
+    except RorError as e:
+        for issue in e.issues:
+            issue.expression = [f"Bundle.entry[{i}]", *issue.expression]
+            issue.diagnostics = f"Bundle.entry[{i}]: {issue.diagnostics} (transaction rolled back)"
+        raise
 
 
 def _method(entry: object, i: int) -> str:

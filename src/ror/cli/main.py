@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ror.cli.feeds import import_app
 from ror.cli.terminology import terminology_app
 from ror.errors import RorError
 from ror.settings import Settings
@@ -18,6 +19,7 @@ app = typer.Typer(help="ROR national: the national directory of the French healt
 db_app = typer.Typer(help="Database schema and maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(terminology_app, name="terminology")
+app.add_typer(import_app, name="import")
 console = Console(stderr=True)
 
 

@@ -1,0 +1,209 @@
+"""The contract every source module follows, and the reading helpers they share.
+
+A source module provides a ``Feed``: ``read(path)`` streams ``Record``s (what one source record says,
+as FHIR resources with their identity keys) and ``Problem``s (a rejected record, or a warning about a
+kept one), in file order, never holding the file in memory. References between resources are written
+as ``ref(rtype, key)`` placeholders and resolved to national ids by the run (``ror.feeds.identity``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ror.errors import InputFileError
+
+REPLACEMENT = "\ufffd"  # what a wrong upstream decoding leaves where an accented letter was
+RECORD_TEXT_MAX = 4000  # characters of a raw record kept with its problem
+
+
+@dataclass(slots=True)
+class Entity:
+    """One national resource as a source describes it. ``keys``: identity keys, strongest first."""
+
+    rtype: str
+    keys: list[str]
+    resource: dict
+    scope: str  # kind of record, the unit of disappearance handling (ej, eg, practitioner, ...)
+
+
+@dataclass(slots=True)
+class Problem:
+    line: int
+    field: str
+    reason: str
+    severity: str = "error"  # error: the record is rejected; warning: it is kept
+    record: str = ""
+
+
+@dataclass(slots=True)
+class Record:
+    line: int
+    entities: list[Entity]
+    warnings: list[Problem] = field(default_factory=list)
+
+
+class Feed:
+    """Base of the source modules. ``closable``: scopes this source may close when they disappear."""
+
+    source = ""  # finess | rpps | region:<code>
+    kind = ""  # finess | rpps | region
+    closable: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self.complete = True  # False when the file ended mid-record: no disappearance handling then
+        self.notes: list[str] = []  # facts about the file for the run message (encoding, dates, ...)
+        self.extraction_date: str | None = None
+
+    def read(self, path: Path) -> Iterator[Record | Problem]:
+        raise NotImplementedError
+
+
+def key(system: str, value: str) -> str:
+    return f"{system}|{value}"
+
+
+def ref(rtype: str, identity_key: str) -> dict:
+    """A reference to the entity known by ``identity_key``, resolved when the batch is written."""
+    return {"reference": f"@{rtype}|{identity_key}"}
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= RECORD_TEXT_MAX else text[:RECORD_TEXT_MAX] + "…"
+
+
+# --- text files --------------------------------------------------------------------------------------
+
+class DecodedLines:
+    """Lines of a text file decoded one by one: UTF-8 when valid, else Windows-1252 (Latin-1 for the
+    five bytes cp1252 leaves undefined). Per line, so a file that mixes both still reads right and a
+    several-hundred-MB file never sits in memory. Counts what was used, for the run report."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.utf8 = 0
+        self.legacy = 0
+        self.unterminated = False  # the last line has no line end: the file may have been cut
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        try:
+            f = self.path.open("rb")
+        except OSError as e:
+            raise InputFileError(f"{self.path}: cannot be read ({e.strerror})") from None
+        with f:
+            for n, raw in enumerate(f, 1):
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                self.unterminated = not raw.endswith(b"\n")
+                try:
+                    text = raw.decode("utf-8")
+                    self.utf8 += 1
+                except UnicodeDecodeError:
+                    try:
+                        text = raw.decode("cp1252")
+                    except UnicodeDecodeError:
+                        text = raw.decode("latin-1")
+                    self.legacy += 1
+                yield n, text.rstrip("\r\n")
+
+    def note(self) -> str:
+        if self.legacy and self.utf8:
+            return f"encoding: mixed, {self.utf8} UTF-8 lines and {self.legacy} Windows-1252/Latin-1 lines"
+        return "encoding: Windows-1252/Latin-1" if self.legacy else "encoding: UTF-8"
+
+
+def split_csv(line: str, sep: str) -> list[str]:
+    """Fields of one line with the CSV quoting rules (a field holding quotes is quoted, quotes doubled)."""
+    if '"' not in line:
+        return line.split(sep)
+    return next(csv.reader([line], delimiter=sep, quotechar='"'))
+
+
+def separator_error(path: Path, line: str, expected: str) -> InputFileError:
+    found = max(("\t", ";", "|", ","), key=line.count)
+    names = {"\t": "TAB", ";": "';'", "|": "'|'", ",": "','"}
+    return InputFileError(f"{path}: fields must be separated by {names[expected]}; line 1 looks separated by "
+                          f"{names[found]} — is this the right file for this source?")
+
+
+# --- identifiers -------------------------------------------------------------------------------------
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+_FINESS = re.compile(r"^[0-9][0-9AB][0-9]{7}$")
+
+
+def finess_problem(value: str) -> str | None:
+    """Why ``value`` is not a FINESS number, or None. The check key (9th digit) is Luhn over the
+    number; Corsican numbers (2A/2B) have letters, so only their format is checked."""
+    if not _FINESS.match(value):
+        return f"'{value}' is not a FINESS number (9 characters: digit, digit or A/B, 7 digits)"
+    if value[1] in "AB" or luhn_ok(value):
+        return None
+    return f"FINESS number '{value}' has an invalid check key"
+
+
+def siret_problem(value: str, length: int = 14) -> str | None:
+    """Why ``value`` is not a SIRET (or SIREN with ``length=9``), or None. Luhn key, except La Poste's
+    establishments (SIREN 356000000), whose digits sum to a multiple of 5."""
+    name = "SIRET" if length == 14 else "SIREN"
+    if len(value) != length or not value.isdigit():
+        return f"'{value}' is not a {name} ({length} digits)"
+    if luhn_ok(value) or (value.startswith("356000000") and sum(map(int, value)) % 5 == 0):
+        return None
+    return f"{name} '{value}' has an invalid check key"
+
+
+# --- NOS code tables ---------------------------------------------------------------------------------
+
+NOS = "https://mos.esante.gouv.fr/NOS/{t}/FHIR/{d}"
+
+
+def nos_system(table: str) -> str:
+    """Canonical FHIR system of a NOS table: TRE_R66-CategorieEtablissement -> .../TRE-R66-CategorieEtablissement."""
+    return NOS.format(t=table, d=table.replace("_", "-", 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    label: str
+    retired: bool
+
+
+@lru_cache(maxsize=1)
+def _nos() -> dict[str, dict[str, Code]]:
+    text = resources.files("ror.feeds").joinpath("data", "nos_codes.csv").read_text(encoding="utf-8")
+    tables: dict[str, dict[str, Code]] = {}
+    for row in csv.DictReader(text.splitlines()):
+        tables.setdefault(row["table"], {})[row["code"]] = Code(row["label"], bool(row["retired"]))
+    return tables
+
+
+def nos_code(table: str, code: str) -> Code | None:
+    return _nos().get(table, {}).get(code)
+
+
+def coding(table: str, code: str) -> dict:
+    """A Coding of a NOS table with its NOS label (never the label of the source file, which may be mangled)."""
+    known = nos_code(table, code)
+    out = {"system": nos_system(table), "code": code}
+    if known:
+        out["display"] = known.label
+    return out
+
+
+def concept(table: str, code: str) -> dict:
+    return {"coding": [coding(table, code)]}

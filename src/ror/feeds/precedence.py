@@ -1,0 +1,172 @@
+"""Who wins when several sources describe the same resource (docs/feeds.md, "Precedence").
+
+A resource is cut into *elements* ("facets"): top-level elements, with identifiers split by system and
+type, ``type`` by code system, extensions by URL and ``meta.tag`` by system. Each import merges what
+its source says into the stored resource, element by element, as a three-way merge whose base is what
+the same source said last time (kept in ``feed_contribution``):
+
+- an element the source *owns* takes the source's value;
+- any other element takes the source's value only if the stored resource has none, or still has
+  exactly what this source wrote last time (nobody changed it since) — so a pre-fill never
+  overwrites what a professional or a region entered;
+- an element the source said last time and no longer says is removed, unless someone changed it since;
+- the creation date (``ror-meta-creation-date``) is written once, when the resource is created.
+
+Ownership: the registries own identification (FINESS for establishments, RPPS for professionals and
+for the city practices it identifies); the regions own the operational description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+
+from ror.feeds.fhirmap import CREATION_EXT, PERIOD_EXT, ROR
+from ror.store.repository import REGION_SYSTEM
+
+_SPLIT = {  # list elements cut into one facet per key
+    "identifier": lambda i: f"{i.get('system', '')}|{_first_code(i.get('type'))}",
+    "type": lambda c: _first_system(c),
+    "extension": lambda e: e.get("url", ""),
+}
+_SERVER = {"resourceType", "id", "meta"}
+
+# Identification elements of an Organization: what the registries own.
+_ORG_REGISTRY_EXT = {PERIOD_EXT, ROR + "ror-organization-creation-date", ROR + "ror-organization-closing-type",
+                     ROR + "ror-organization-additional-name"}
+_ORG_REGISTRY_TYPES = ("TRE_R66-", "TRE_R72-", "TRE_R73-", "TRE_R74-", "TRE_R02-")
+_PRACTITIONER_REGISTRY = {"name", "qualification", "active", "gender"}
+SET_ONCE = {"extension|" + CREATION_EXT}  # the creation date in the ROR: written when created, then kept
+
+
+def _first_code(cc) -> str:
+    try:
+        return cc["coding"][0].get("code", "")
+    except (TypeError, KeyError, IndexError):
+        return ""
+
+
+def _first_system(cc) -> str:
+    try:
+        return cc["coding"][0].get("system", "")
+    except (TypeError, KeyError, IndexError):
+        return ""
+
+
+def facets(res: dict) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in res.items():
+        if k in _SERVER:
+            continue
+        split = _SPLIT.get(k)
+        if split and isinstance(v, list):
+            for item in v:
+                out.setdefault(f"{k}|{split(item) if isinstance(item, dict) else ''}", []).append(item)
+        else:
+            out[k] = v
+    m = res.get("meta") or {}
+    for k, v in m.items():
+        if k == "tag" and isinstance(v, list):
+            for tag in v:
+                out.setdefault(f"meta.tag|{tag.get('system', '') if isinstance(tag, dict) else ''}", []).append(tag)
+        elif k not in ("versionId", "lastUpdated"):
+            out[f"meta.{k}"] = v
+    return out
+
+
+def compose(rtype: str, rid: str, parts: dict[str, object]) -> dict:
+    """The resource made of ``parts``; list elements in facet-key order, so the result is canonical."""
+    res: dict = {"resourceType": rtype, "id": rid}
+    meta: dict = {}
+    lists: dict[str, list] = defaultdict(list)
+    for f in sorted(parts):
+        v = parts[f]
+        head, sep, _ = f.partition("|")
+        if head == "meta.tag":
+            meta.setdefault("tag", []).extend(v)
+        elif head.startswith("meta."):
+            meta[head[5:]] = v
+        elif sep:
+            lists[head].extend(v)
+        else:
+            res[f] = v
+    res.update(lists)
+    if meta:
+        res["meta"] = meta
+    return res
+
+
+def digest(value) -> str:
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+def merge(rtype: str, rid: str, current: dict | None, base: dict[str, str] | None, incoming: dict,
+          owns: Callable[[str], bool]) -> tuple[dict, dict[str, str]]:
+    """(merged resource, new base for this source). See the module docstring for the rules."""
+    theirs = facets(incoming)
+    ours = facets(current) if current else {}
+    base = base or {}
+    result = dict(ours)
+    for f, v in theirs.items():
+        if f not in ours or (f not in SET_ONCE and (owns(f) or base.get(f) == digest(ours[f]))):
+            result[f] = v
+    for f, h in base.items():
+        if f not in theirs and f in ours and f not in SET_ONCE and digest(ours[f]) == h:
+            del result[f]
+    return compose(rtype, rid, result), {f: digest(v) for f, v in theirs.items()}
+
+
+def _org_registry(f: str) -> bool:
+    head, _, rest = f.partition("|")
+    if head in ("identifier", "name", "_name", "address", "partOf", "active"):
+        return True
+    if head == "type":
+        return any(t in rest for t in _ORG_REGISTRY_TYPES)
+    return head == "extension" and rest in _ORG_REGISTRY_EXT
+
+
+def owner(kind: str, rtype: str, scope: str) -> Callable[[str], bool]:
+    """Which elements of a ``rtype`` resource in ``scope`` a source of ``kind`` owns."""
+    never = {"meta.tag|" + REGION_SYSTEM}  # set by the regions
+
+    def region_tag(f: str) -> bool:
+        return f == "meta.tag|" + REGION_SYSTEM
+
+    if kind == "region":
+        if rtype == "Organization":
+            return lambda f: region_tag(f) or (not _org_registry(f) and f not in never)
+        if rtype == "Practitioner":
+            return lambda f: region_tag(f) or (f not in _PRACTITIONER_REGISTRY and not f.startswith("identifier|")
+                                               and f not in never)
+        return lambda f: region_tag(f) or f not in never
+    if kind == "finess" and rtype == "Organization":
+        return lambda f: _org_registry(f) and f not in never
+    if kind == "rpps":
+        if rtype == "Practitioner":
+            return lambda f: (f in _PRACTITIONER_REGISTRY or f.startswith("identifier|")) and f not in never
+        if rtype == "Organization" and scope == "site":  # a city practice: RPPS is its registry
+            return lambda f: _org_registry(f) and f not in never
+        if rtype == "PractitionerRole":  # who, where, which profession; the rest is the professional's
+            return lambda f: f in ("practitioner", "organization", "healthcareService", "code", "active")
+        if rtype == "HealthcareService":
+            return lambda f: f in ("providedBy", "active")
+    return lambda f: False
+
+
+def close(rtype: str, res: dict, date: str | None) -> dict:
+    """The resource marked closed: inactive, and for an Organization an end to its period."""
+    res = {k: v for k, v in res.items() if k != "meta"} | {"meta": res.get("meta", {})}
+    if rtype == "Location":
+        res["status"] = "inactive"
+        return res
+    res["active"] = False
+    if rtype == "Organization" and date:
+        exts = [e for e in res.get("extension", []) if e.get("url") != PERIOD_EXT]
+        old = next((e for e in res.get("extension", []) if e.get("url") == PERIOD_EXT), None)
+        p = dict(old.get("valuePeriod", {})) if old else {}
+        p.setdefault("end", date)
+        res["extension"] = [*exts, {"url": PERIOD_EXT, "valuePeriod": p}]
+    return res

@@ -1,0 +1,186 @@
+"""Regional extracts: a region's offer as FHIR (Bundle or NDJSON, as ``$export`` writes) or as the IHE CSD
+XML of the ROR exposure model (v2.4 / v3.0, ``urn:ihe:iti:csd:2013``).
+
+Regional ids are technical: each resource is matched nationally by its identifiers (FINESS, idNatStruct,
+SIRET, idNat_PS, offer id…) and else by ``urn:ror:feed:region:<code>:<type>|<regional id>``. A first pass
+over the file maps every regional id to its strongest key, so that a reference resolves to the same
+national resource whatever the order of the file. The region code is set as ``meta.tag`` (TRE_R30).
+
+XML is parsed with defusedxml and any document type declaration is refused: a regional file has no
+use for one, and it is how external entities (XXE) and entity-expansion bombs get in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import ijson
+import orjson
+
+from ror.errors import InputFileError
+from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
+from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, key, luhn_ok, nos_code, ref
+from ror.profiles.searchparams import RESOURCE_TYPES
+from ror.store.repository import REGION_SYSTEM
+
+IMPORTED = ("Organization", "Location", "HealthcareService", "Practitioner", "PractitionerRole")
+_ORG_ORDER = (FINESS, IDNATST, SIRENE, RPPS_RANG, ADELI_RANG, OI)
+_REF = re.compile(r"^(?:.*/)?(Organization|Location|HealthcareService|Practitioner|PractitionerRole)/([^/]+)$")
+# OIDs of the code systems and identifier authorities used in the CSD extracts.
+OID_TABLES = {
+    "1.2.250.1.213.1.6.1.8": "TRE_R66-CategorieEtablissement",
+    "1.2.250.1.213.1.6.1.44": "TRE_R72-FinessStatutJuridique",
+    "1.2.250.1.213.3.3.12": "TRE_R211-ActiviteOperationnelle", "1.2.250.1.213.3.3.17": "TRE_R227-ChampActivite",
+    "1.2.250.1.213.3.3.13": "TRE_R213-ModePriseEnCharge", "1.2.250.1.213.3.3.8": "TRE_R207-TypeOrganisationInterne",
+    "1.2.250.1.71.1.2.7": "TRE_G15-ProfessionSante", "1.2.250.1.213.3.3.1": "TRE_R200-CanalCommunication"}
+
+
+class RegionalFeed(Feed):
+    kind = "region"
+    closable = frozenset(IMPORTED)
+
+    def __init__(self, region: str):
+        super().__init__()
+        if nos_code("TRE_R30-RegionOM", region) is None or nos_code("TRE_R30-RegionOM", region).retired:
+            raise InputFileError(f"'{region}' is not a current region code (NOS TRE_R30, e.g. 84, 93, 11)")
+        self.region = region
+        self.source = f"region:{region}"
+
+    def technical(self, rtype: str, rid: str) -> str:
+        return key(f"urn:ror:feed:region:{self.region}:{rtype}", rid)
+
+    def read(self, path: Path) -> Iterator[Record | Problem]:
+        try:
+            with path.open("rb") as f:
+                head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        except OSError as e:
+            raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
+        if not head:
+            raise InputFileError(f"{path}: the file is empty")
+        if head[:1] == b"<":
+            from ror.feeds.csd import read_csd
+            yield from read_csd(self, path)
+        elif head[:1] == b"{":
+            yield from self._fhir(path)
+        else:
+            raise InputFileError(f"{path}: not a regional extract (expected a FHIR Bundle, NDJSON or CSD XML)")
+
+    # FHIR
+
+    def _resources(self, path: Path) -> Iterator[tuple[int, object]]:
+        """(line or entry number, parsed JSON) — NDJSON line by line, a Bundle entry by entry (ijson)."""
+        with path.open("rb") as f:
+            first = f.readline()
+            ndjson = False
+            try:
+                orjson.loads(first)
+                ndjson = bool(f.read(1 << 12).strip())
+            except orjson.JSONDecodeError:
+                pass
+        if ndjson:
+            with path.open("rb") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            yield n, orjson.loads(line)
+                        except orjson.JSONDecodeError as e:
+                            yield n, Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace"))
+            return
+        self.notes.append("Bundle: 'line' is the entry number")
+        try:
+            with path.open("rb") as f:
+                for n, entry in enumerate(ijson.items(f, "entry.item", use_float=True), 1):
+                    yield n, entry.get("resource") if isinstance(entry, dict) else None
+        except ijson.JSONError as e:
+            self.complete = False
+            raise InputFileError(f"{path}: invalid JSON ({e})") from None
+
+    def _keys(self, res: dict) -> list[str]:
+        """Identity keys: for an Organization only the national structure identifiers (any other system,
+        e.g. a professional's id on a cabinet, may be shared by the EJ and its EGs); then the regional id."""
+        rtype = res["resourceType"]
+        ids = [i for i in res.get("identifier") or () if isinstance(i, dict) and i.get("value") and i.get("system")]
+        if rtype == "Organization":
+            order = {s: i for i, s in enumerate(_ORG_ORDER)}
+            ids = sorted((i for i in ids if i["system"] in order), key=lambda i: (order[i["system"]], len(i["value"])))
+        return [*(key(i["system"], i["value"]) for i in ids), self.technical(rtype, res["id"])]
+
+    def _fhir(self, path: Path) -> Iterator[Record | Problem]:
+        strongest: dict[tuple[str, str], str] = {}
+        for _, res in self._resources(path):  # pass 1: identities
+            if isinstance(res, dict) and res.get("resourceType") in IMPORTED and isinstance(res.get("id"), str):
+                strongest[(res["resourceType"], res["id"])] = self._keys(res)[0]
+        for n, res in self._resources(path):  # pass 2: resources
+            if isinstance(res, Problem):
+                yield res
+                continue
+            text = orjson.dumps(res).decode() if res is not None else ""
+            if not isinstance(res, dict):
+                yield Problem(n, "resource", "not a JSON object", record=text)
+                continue
+            rtype = res.get("resourceType")
+            if rtype not in IMPORTED:
+                served = "served but not part of a regional offer" if rtype in RESOURCE_TYPES else "not served"
+                yield Problem(n, "resourceType", f"'{rtype}' is {served}: regional extracts bring "
+                              f"{', '.join(IMPORTED)}", record=text)
+                continue
+            if not isinstance(res.get("id"), str) or not res["id"]:
+                yield Problem(n, "id", f"{rtype} without an id: references to it could not be followed", record=text)
+                continue
+            keys = self._keys(res)
+            body = {k: v for k, v in res.items() if k not in ("id", "text")}
+            m = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("versionId", "lastUpdated", "tag")}
+            tags = [t for t in (res.get("meta") or {}).get("tag", ()) if t.get("system") != REGION_SYSTEM]
+            m["tag"] = tags + region_tag(self.region)
+            body["meta"] = m
+            warnings: list[Problem] = []
+            self._rewrite(body, strongest, n, text, warnings)
+            yield Record(n, [Entity(rtype, keys, body, rtype)], warnings)
+
+    def _rewrite(self, node, strongest: dict, n: int, text: str, warnings: list[Problem]) -> None:
+        """Regional references -> placeholders on the referenced resource's strongest key."""
+        if isinstance(node, dict):
+            r = node.get("reference")
+            if isinstance(r, str):
+                m = _REF.match(r)
+                if m:
+                    rtype, rid = m.groups()
+                    k = strongest.get((rtype, rid))
+                    if k is None:
+                        warnings.append(Problem(n, "reference", f"{r} is not in this extract: it is kept pointing "
+                                                f"to the region's id", "warning", clip(text)))
+                        k = self.technical(rtype, rid)
+                    node.update(ref(rtype, k))
+            for v in node.values():
+                if isinstance(v, (dict, list)):
+                    self._rewrite(v, strongest, n, text, warnings)
+        elif isinstance(node, list):
+            for v in node:
+                self._rewrite(v, strongest, n, text, warnings)
+
+
+# --- shared with the CSD reader -------------------------------------------------------------------
+
+def identifier_of(authority: str, code: str) -> dict | None:
+    """An Organization identifier from a CSD ``otherID``: FINESS-based idNatStruct, SIREN/SIRET by shape."""
+    if not code:
+        return None
+    if authority == IDNATST.removeprefix("urn:oid:"):
+        return org_identifier(IDNATST, code)
+    if code.isdigit() and len(code) in (9, 14) and luhn_ok(code):
+        return org_identifier(SIRENE, code)
+    return {"system": f"urn:oid:{authority}", "value": code} if authority else None
+
+
+def coded(scheme: str, code: str) -> dict | None:
+    table = OID_TABLES.get(scheme)
+    if table is None:
+        return {"coding": [{"system": f"urn:oid:{scheme}", "code": code}]} if scheme and code else None
+    return concept(table, code) if nos_code(table, code) or table not in _VALIDATED else None
+
+
+_VALIDATED = {"TRE_R66-CategorieEtablissement", "TRE_R72-FinessStatutJuridique", "TRE_G15-ProfessionSante",
+              "TRE_R227-ChampActivite", "TRE_R200-CanalCommunication"}
+

@@ -1,0 +1,28 @@
+"""Reading back recorded runs: the run rows, every problem of a run, its change report."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from ror.feeds.schema import feed_change, feed_problem, feed_run
+
+
+def list_runs(engine: Engine, source: str | None = None, last: int = 20) -> list[dict]:
+    q = select(feed_run).order_by(feed_run.c.run_id.desc()).limit(last)
+    if source:
+        q = q.where(feed_run.c.source == source)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def run_problems(engine: Engine, run_id: int) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(feed_problem).where(feed_problem.c.run_id == run_id).order_by(feed_problem.c.problem_id))]
+
+
+def run_changes(engine: Engine, run_id: int) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(feed_change).where(feed_change.c.run_id == run_id)
+            .order_by(feed_change.c.outcome, feed_change.c.rtype, feed_change.c.rid))]

@@ -1,0 +1,348 @@
+"""Import runs: a feed's records become national resources, in batches, with a recorded report.
+
+Each batch is one transaction holding the resources (through ``repository.write_batch``, which skips
+unchanged content), the identity keys, the source contributions, the change rows, the problems and
+the run counters: a run killed at any point leaves whole batches, and re-running converges, because
+ids derive from identity keys and merged content is deterministic. A dry run does the same work and
+rolls every batch back. Disappearance is handled only after a complete, unlimited, full-extract run:
+resources the source said before and no longer says are closed (when the source owns their status)
+or reported, never deleted, and a mass disappearance beyond ``max_closure_ratio`` is only reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ror.errors import InputFileError
+from ror.feeds import precedence
+from ror.feeds.identity import Resolver
+from ror.feeds.model import Entity, Feed, Problem, Record, clip
+from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
+from ror.fhirdates import now_stamp
+from ror.store import repository
+from ror.store.engine import WRITE
+from ror.store.schema import resource
+
+_CHUNK = 400
+SHOWN_PROBLEMS = 200  # problems kept in the returned report (all of them are in feed_problem)
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    source: str
+    status: str
+    dry_run: bool
+    counts: Counter
+    message: str
+    problems: list[Problem] = field(default_factory=list)
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    try:
+        with path.open("rb") as f:
+            h = hashlib.file_digest(f, "sha256")
+        return path.stat().st_size, h.hexdigest()
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def _dialect(conn: Connection):
+    return postgresql if conn.dialect.name == "postgresql" else sqlite
+
+
+_PLACEHOLDER = re.compile(rb'"reference":"@([A-Za-z]+)\|([^"\\]*)"')
+
+
+def _refs(raw: bytes) -> list[tuple[str, str]]:
+    """The ``ref()`` placeholders in a serialised resource (found on bytes: 10x cheaper than a walk)."""
+    if b'"@' not in raw:
+        return []
+    return [(t.decode(), k.decode()) for t, k in _PLACEHOLDER.findall(raw)]
+
+
+def _resolve_refs(raw: bytes, resolver: Resolver) -> dict:
+    def sub(m: re.Match) -> bytes:
+        rtype = m.group(1).decode()
+        return b'"reference":"' + f"{rtype}/{resolver.reference(rtype, m.group(2).decode())}".encode() + b'"'
+    return orjson.loads(_PLACEHOLDER.sub(sub, raw))
+
+
+class Run:
+    def __init__(self, engine: Engine, feed: Feed, path: Path, *, dry_run: bool, limit: int | None,
+                 batch_size: int, full: bool, max_closure_ratio: float,
+                 on_batch: Callable[[Counter], None] | None):
+        self.engine, self.feed, self.path = engine, feed, path
+        self.dry_run, self.limit, self.batch_size, self.full = dry_run, limit, batch_size, full
+        self.max_closure_ratio = max_closure_ratio
+        self.on_batch = on_batch
+        self.counts: Counter = Counter()
+        self.shown: list[Problem] = []
+        self.seen: set[int] = set()  # (rtype, strongest key) already written by this run
+        self.scopes_seen: set[str] = set()
+        self.run_id = 0
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _start(self, size: int, sha: str) -> None:
+        with self.engine.begin() as conn:
+            self.run_id = conn.execute(insert(feed_run).returning(feed_run.c.run_id), {
+                "source": self.feed.source, "file_name": str(self.path), "file_bytes": size, "file_sha256": sha,
+                "started_at": now_stamp(), "status": "running", "dry_run": self.dry_run,
+                "full_extract": self.full, "record_limit": self.limit, "records": 0, "created": 0, "updated": 0,
+                "unchanged": 0, "closed": 0, "rejected": 0, "warnings": 0}).scalar_one()
+
+    def _finish(self, status: str, message: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(feed_run).where(feed_run.c.run_id == self.run_id).values(
+                status=status, finished_at=now_stamp(), message=message))
+
+    def _book(self, conn: Connection, problems: list[Problem], done: Counter) -> None:
+        if problems:
+            conn.execute(insert(feed_problem), [
+                {"run_id": self.run_id, "line": p.line, "field": p.field[:200], "severity": p.severity,
+                 "reason": p.reason, "record": clip(p.record)} for p in problems])
+            room = SHOWN_PROBLEMS - len(self.shown)
+            self.shown.extend(problems[:max(room, 0)])
+        if done:
+            c = feed_run.c
+            conn.execute(update(feed_run).where(c.run_id == self.run_id).values(
+                **{k: getattr(c, k) + v for k, v in done.items()}))
+
+    # --- batches --------------------------------------------------------------------------------
+
+    def _transaction(self, work: Callable[[Connection], tuple[list[Problem], Counter]]) -> Counter:
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            trans = conn.begin()
+            try:
+                problems, done = work(conn)
+                if self.dry_run:
+                    trans.rollback()
+                    with conn.begin():
+                        self._book(conn, problems, done)
+                else:
+                    self._book(conn, problems, done)
+                    trans.commit()
+            except BaseException:
+                if trans.is_active:
+                    trans.rollback()
+                raise
+        self.counts.update(done)
+        if self.on_batch:
+            self.on_batch(done)
+        return done
+
+    def _write(self, conn: Connection, records: list[Record], loose: list[Problem]
+               ) -> tuple[list[Problem], Counter]:
+        """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections)."""
+        problems = list(loose)
+        rejected = sum(1 for p in loose if p.severity == "error")
+        done: Counter = Counter(records=len(records) + rejected, rejected=rejected)
+        resolver = Resolver(conn)
+        todo: list[tuple[Record, Entity, bytes]] = []
+        wanted: set[tuple[str, str]] = set()
+        for rec in records:
+            problems.extend(rec.warnings)
+            for e in rec.entities:
+                h = hash((e.rtype, e.keys[0]))
+                if h in self.seen:
+                    continue
+                self.seen.add(h)
+                self.scopes_seen.add(e.scope)
+                raw = orjson.dumps(e.resource)
+                todo.append((rec, e, raw))
+                wanted.update((e.rtype, k) for k in e.keys)
+                wanted.update(_refs(raw))
+        resolver.load(wanted)
+        assigned: list[tuple[str, Entity]] = []
+        for rec, e, _ in todo:
+            before = len(resolver.conflicts)
+            rid = resolver.assign(e.rtype, e.keys)
+            problems.extend(Problem(rec.line, "identifier", c, "warning") for c in resolver.conflicts[before:])
+            assigned.append((rid, e))
+        resolver.flush()
+        for (_, e, raw) in todo:
+            if b'"@' in raw:
+                e.resource = _resolve_refs(raw, resolver)
+        written = self._merge_and_write(conn, assigned)
+        done.update(w.outcome for w in written)
+        done["warnings"] += sum(1 for p in problems if p.severity == "warning")
+        return problems, done
+
+    def _current(self, conn: Connection, keys: list[tuple[str, str]]):
+        bodies: dict[tuple[str, str], tuple[repository.Current, dict]] = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, rids in by_type.items():
+            for i in range(0, len(rids), _CHUNK):
+                q = select(resource.c.rid, resource.c.pk, resource.c.version, resource.c.content_hash,
+                           resource.c.last_updated, resource.c.body).where(
+                    resource.c.rtype == rtype, resource.c.rid.in_(rids[i:i + _CHUNK]))
+                for rid, pk, version, h, lu, body in conn.execute(q):
+                    bodies[(rtype, rid)] = (repository.Current(pk, version, h, lu), orjson.loads(body))
+        return bodies
+
+    def _bases(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        out: dict[tuple[str, str], dict] = {}
+        c = feed_contribution.c
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, rids in by_type.items():
+            for i in range(0, len(rids), _CHUNK):
+                for rid, facets in conn.execute(select(c.rid, c.facets).where(
+                        c.source == self.feed.source, c.rtype == rtype, c.rid.in_(rids[i:i + _CHUNK]))):
+                    out[(rtype, rid)] = orjson.loads(facets)
+        return out
+
+    def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]]) -> list[repository.Written]:
+        keys = list(dict.fromkeys((e.rtype, rid) for rid, e in assigned))
+        current = self._current(conn, keys)
+        bases = self._bases(conn, keys)
+        merged: dict[tuple[str, str], dict] = {}
+        contrib: dict[tuple[str, str], tuple[str, dict]] = {}
+        for rid, e in assigned:
+            k = (e.rtype, rid)
+            cur = merged.get(k) or (current[k][1] if k in current else None)
+            owns = precedence.owner(self.feed.kind, e.rtype, e.scope)
+            res, base = precedence.merge(e.rtype, rid, cur, bases.get(k), e.resource, owns)
+            merged[k] = res
+            contrib[k] = (e.scope, base)
+        items = [repository.prepare(merged[k]) for k in keys]
+        written = repository.write_batch(conn, items, {k: v[0] for k, v in current.items()})
+        self._record(conn, contrib, written)
+        return written
+
+    def _record(self, conn: Connection, contrib: dict[tuple[str, str], tuple[str, dict]],
+                written: list[repository.Written], closed: bool = False) -> None:
+        d = _dialect(conn)
+        rows = [{"source": self.feed.source, "rtype": rtype, "rid": rid, "scope": scope,
+                 "facets": orjson.dumps(base, option=orjson.OPT_SORT_KEYS), "seen_run": self.run_id,
+                 "closed_run": self.run_id if closed else None} for (rtype, rid), (scope, base) in contrib.items()]
+        for i in range(0, len(rows), _CHUNK):
+            stmt = d.insert(feed_contribution)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["source", "rtype", "rid"],
+                set_={"scope": stmt.excluded.scope, "facets": stmt.excluded.facets,
+                      **({} if closed else {"seen_run": stmt.excluded.seen_run}),
+                      "closed_run": stmt.excluded.closed_run}), rows[i:i + _CHUNK])
+        changes = [{"run_id": self.run_id, "rtype": w.rtype, "rid": w.rid,
+                    "outcome": "closed" if closed else w.outcome} for w in written if w.outcome != "unchanged"]
+        for i in range(0, len(changes), _CHUNK):
+            conn.execute(d.insert(feed_change).on_conflict_do_nothing(), changes[i:i + _CHUNK])
+
+    # --- disappearance ----------------------------------------------------------------------------
+
+    def _disappear(self) -> None:
+        c = feed_contribution.c
+        for scope in sorted(self.feed.closable & self.scopes_seen):
+            with self.engine.connect() as conn:
+                live = (c.source == self.feed.source, c.scope == scope, c.closed_run.is_(None))
+                total = conn.execute(select(func.count()).where(*live)).scalar_one()
+                missing = [tuple(r) for r in conn.execute(
+                    select(c.rtype, c.rid).where(*live, c.seen_run < self.run_id).order_by(c.rtype, c.rid))]
+            if not missing:
+                continue
+            if len(missing) > self.max_closure_ratio * total:
+                sample = ", ".join(f"{t}/{r}" for t, r in missing[:20])
+                self._transaction(lambda conn, n=len(missing), tot=total, s=sample, sc=scope: ([Problem(
+                    0, sc, f"{n} of {tot} '{sc}' resources are missing from this full extract, more than "
+                    f"{self.max_closure_ratio:.0%}: none closed (truncated or partial file?). "
+                    f"First ones: {s}", "warning")], Counter(warnings=1)))
+                continue
+            for i in range(0, len(missing), self.batch_size):
+                self._transaction(lambda conn, chunk=missing[i:i + self.batch_size], sc=scope:
+                                  self._close(conn, chunk, sc))
+
+    def _close(self, conn: Connection, keys: list[tuple[str, str]], scope: str) -> tuple[list[Problem], Counter]:
+        current = self._current(conn, keys)
+        bases = self._bases(conn, keys)
+        problems: list[Problem] = []
+        items, contrib = [], {}
+        for k in keys:
+            rtype, rid = k
+            if k not in current:
+                continue
+            owns = precedence.owner(self.feed.kind, rtype, scope)
+            status = "status" if rtype == "Location" else "active"
+            if not owns(status):
+                problems.append(Problem(0, scope, f"{rtype}/{rid} is no longer in the extract; not closed, "
+                                        f"its status belongs to another source", "warning"))
+                continue
+            res = precedence.close(rtype, current[k][1], self.feed.extraction_date)
+            items.append(repository.prepare(res))
+            base = dict(bases.get(k, {}))
+            parts = precedence.facets(res)
+            base[status] = precedence.digest(parts[status])
+            contrib[k] = (scope, base)
+        written = repository.write_batch(conn, items, {k: current[k][0] for k in contrib}) if items else []
+        self._record(conn, contrib, written, closed=True)
+        return problems, Counter(closed=sum(1 for w in written if w.outcome != "unchanged"),
+                                 warnings=len(problems))
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def execute(self) -> RunReport:
+        size, sha = file_digest(self.path)
+        self._start(size, sha)
+        try:
+            records: list[Record] = []
+            loose: list[Problem] = []
+            n_entities = n_records = 0
+            limited = False
+            for item in self.feed.read(self.path):
+                if isinstance(item, Problem):
+                    loose.append(item)
+                    n_records += item.severity == "error"
+                else:
+                    records.append(item)
+                    n_records += 1
+                    n_entities += len(item.entities)
+                if n_entities >= self.batch_size or len(loose) >= self.batch_size:
+                    self._transaction(lambda conn, r=records, j=loose: self._write(conn, r, j))
+                    records, loose, n_entities = [], [], 0
+                if self.limit and n_records >= self.limit:
+                    limited = True
+                    break
+            if records or loose:
+                self._transaction(lambda conn, r=records, j=loose: self._write(conn, r, j))
+            notes = list(self.feed.notes)
+            if not self.feed.complete:
+                notes.append("the file ends in the middle of a record: disappearance not handled")
+            elif limited:
+                notes.append(f"stopped after {self.limit} records (--limit): disappearance not handled")
+            elif not self.full:
+                notes.append("partial extract: disappearance not handled")
+            else:
+                self._disappear()
+        except KeyboardInterrupt:
+            self._finish("interrupted", "interrupted by the user")
+            raise
+        except InputFileError as e:
+            self._finish("failed", e.message)
+            raise
+        except BaseException as e:
+            self._finish("failed", f"{type(e).__name__}: {e}")
+            raise
+        message = "; ".join(notes)
+        self._finish("done", message)
+        return RunReport(self.run_id, self.feed.source, "done", self.dry_run, self.counts, message, self.shown)
+
+
+def run_import(engine: Engine, feed: Feed, path: Path, *, dry_run: bool = False, limit: int | None = None,
+               batch_size: int = 2000, full: bool = True, max_closure_ratio: float = 0.2,
+               on_batch: Callable[[Counter], None] | None = None) -> RunReport:
+    """Import ``path`` with ``feed`` and record the run; see the module docstring."""
+    return Run(engine, feed, path, dry_run=dry_run, limit=limit, batch_size=batch_size, full=full,
+               max_closure_ratio=max_closure_ratio, on_batch=on_batch).execute()

@@ -1,0 +1,100 @@
+"""Tables of the feeds, on the store's ``metadata`` (created by migration 0003).
+
+- ``feed_run``: one row per import run — source, file, checksum, times, status and counts.
+- ``feed_problem``: every rejected record (and every warning) of a run, with line, field and reason.
+- ``feed_change``: the change report of a run — which national resources it created, updated or closed.
+- ``feed_identity``: identity keys (``system|value``) -> national resource, the consolidation memory.
+- ``feed_contribution``: what each source last said about each resource (hash per element) and the
+  run that last saw it: the base of the three-way merge and of disappearance detection.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from ror.store.schema import Key, PkType, Stamp, metadata
+
+feed_run = Table(
+    "feed_run",
+    metadata,
+    Column("run_id", PkType, primary_key=True, autoincrement=True),
+    Column("source", String(40), nullable=False),  # finess | rpps | region:<code>
+    Column("file_name", String(500), nullable=False),
+    Column("file_bytes", BigInteger, nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("started_at", Stamp, nullable=False),
+    Column("finished_at", Stamp),
+    Column("status", String(20), nullable=False),  # running | done | failed | interrupted
+    Column("dry_run", Boolean, nullable=False),
+    Column("full_extract", Boolean, nullable=False),
+    Column("record_limit", Integer),
+    Column("records", Integer, nullable=False, default=0),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("closed", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("warnings", Integer, nullable=False, default=0),
+    Column("message", Text),
+    Index("ix_feed_run_source", "source", "run_id"),
+)
+
+feed_problem = Table(
+    "feed_problem",
+    metadata,
+    Column("problem_id", PkType, primary_key=True, autoincrement=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("line", Integer, nullable=False),  # 0: about the whole file
+    Column("field", String(200), nullable=False),
+    Column("severity", String(10), nullable=False),  # error (record rejected) | warning (record kept)
+    Column("reason", Text, nullable=False),
+    Column("record", Text, nullable=False),  # the raw record, for correction and replay
+    Index("ix_feed_problem_run", "run_id", "problem_id"),
+)
+
+feed_change = Table(
+    "feed_change",
+    metadata,
+    Column("run_id", BigInteger, nullable=False),
+    Column("rtype", String(40), nullable=False),
+    Column("rid", Key, nullable=False),
+    Column("outcome", String(10), nullable=False),  # created | updated | closed
+    PrimaryKeyConstraint("run_id", "rtype", "rid", name="pk_feed_change"),
+)
+
+feed_identity = Table(
+    "feed_identity",
+    metadata,
+    Column("rtype", String(40), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("rid", Key, nullable=False),
+    PrimaryKeyConstraint("rtype", "key", name="pk_feed_identity"),
+    Index("ix_feed_identity_rid", "rtype", "rid"),
+)
+
+feed_contribution = Table(
+    "feed_contribution",
+    metadata,
+    Column("source", String(40), nullable=False),
+    Column("rtype", String(40), nullable=False),
+    Column("rid", Key, nullable=False),
+    Column("scope", String(40), nullable=False),
+    Column("facets", LargeBinary, nullable=False),  # JSON {element key: hash} of what the source said
+    Column("seen_run", BigInteger, nullable=False),
+    Column("closed_run", BigInteger),
+    PrimaryKeyConstraint("source", "rtype", "rid", name="pk_feed_contribution"),
+    Index("ix_feed_contribution_scope", "source", "scope", "seen_run"),
+)
+
+TABLES = [feed_run, feed_problem, feed_change, feed_identity, feed_contribution]

@@ -1,0 +1,209 @@
+"""RPPS and regional feeds on the real samples, consolidation across sources, precedence, disappearance,
+and convergence after a killed run."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from ror.errors import InputFileError
+from ror.feeds.finess import FinessFeed
+from ror.feeds.regional import RegionalFeed
+from ror.feeds.reports import run_changes
+from ror.feeds.rpps import RppsFeed
+from ror.feeds.runs import run_import
+from ror.feeds.schema import feed_run
+from ror.store import bulk
+from ror.store.engine import make_engine
+from ror.store.migrate import upgrade
+from ror.store.schema import resource
+from tests.feeds.conftest import CSD_SAMPLE, FINESS_SAMPLE, RPPS_SAMPLE, all_stored, ext, stored
+
+
+def test_rpps_real_sample_field_by_field(engine):
+    report = run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    assert report.counts["records"] == 22 and report.counts["rejected"] == 0
+    doctor = stored(engine, "Practitioner", "ps-810106476764")
+    assert doctor["identifier"] == [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810106476764"}]
+    assert doctor["name"] == [{"use": "official", "family": "BENHOUCHAME", "given": ["Zakaria"], "prefix": ["M"]}]
+    assert [q["code"]["coding"][0]["code"] for q in doctor["qualification"]] == ["10", "SM20"]
+    osteo = stored(engine, "Practitioner", "ps-0010001949")  # code 71: a title (TRE_R95 171), not TRE_G15
+    assert osteo["qualification"][0]["code"]["coding"][0]["code"] == "171"
+    # city practice without FINESS: identified by idNatStruct (old id) + SIRET + technical id
+    site = stored(engine, "Organization", "st-349940088500020")
+    assert {(i["system"], i["value"]) for i in site["identifier"]} == {
+        ("urn:oid:1.2.250.1.71.4.2.2", "349940088500020"), ("https://sirene.fr", "49940088500020")}
+    assert site["name"] == "DOUBS OPTIC" and site["address"][0]["line"] == ["9 RTE DE BESANCON"]
+    assert site["address"][0]["postalCode"] == "25300" and site["meta"]["tag"][0]["code"] == "27"
+    assert site["type"][0]["coding"][0]["code"] == "SA42"
+    # ADELI cabinet: adeliRang from the technical id C01920057500
+    cabinet = stored(engine, "Organization", "st-001920057500")
+    ids = {(i["system"], i["value"]) for i in cabinet["identifier"]}
+    assert ("https://adelirang.esante.gouv.fr", "01920057500") in ids
+    offer = stored(engine, "HealthcareService", "of-349940088500020.26")
+    assert offer["providedBy"] == {"reference": "Organization/st-349940088500020"}
+    assert offer["name"] == "Audioprothésiste – DOUBS OPTIC" and offer["type"][0]["coding"][0]["code"] == "05"
+    role = stored(engine, "PractitionerRole", "so-0012600631.349940088500020.26")
+    assert role["practitioner"] == {"reference": "Practitioner/ps-0012600631"}
+    assert role["healthcareService"] == {"reference": "HealthcareService/of-349940088500020.26"}
+    assert role["code"][0]["coding"][0]["code"] == "26"
+    assert ext(role, "unit-exercise-mode")[0]["valueCodeableConcept"]["coding"][0]["code"] == "S"
+    # a FINESS site is the FINESS establishment: a bare stub until FINESS loads, no city offer (sector SA01)
+    ch = stored(engine, "Organization", "fin-010000024")
+    assert [i["value"] for i in ch["identifier"]] == ["010000024"]
+    assert ch["partOf"] == {"reference": "Organization/fin-010780054"}
+    with engine.connect() as conn:
+        types = conn.execute(select(resource.c.rtype)).scalars().all()
+    assert types.count("HealthcareService") == 7 and types.count("PractitionerRole") == 7
+    assert types.count("Practitioner") == 22
+
+
+def test_pre_fill_never_overwrites_what_the_professional_entered(engine, tmp_path):
+    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    offer = stored(engine, "HealthcareService", "of-349940088500020.26")
+    offer["name"] = "Audioprothèses Doubs — centre-ville"
+    offer["characteristic"] = [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R213-ModePriseEnCharge/FHIR/"
+                                            "TRE-R213-ModePriseEnCharge", "code": "29"}]}]
+    bulk.upsert(engine, [offer])  # what the professional entered through the API
+    newer = tmp_path / "PS_LibreAcces_Personne_activite_202201010000.txt"
+    newer.write_text(RPPS_SAMPLE.read_text(encoding="utf-8").replace("DOUBS OPTIC", "DOUBS OPTIQUE"), encoding="utf-8")
+    report = run_import(engine, RppsFeed(), newer)
+    after = stored(engine, "HealthcareService", "of-349940088500020.26")
+    assert after["name"] == offer["name"]
+    assert after["characteristic"] == offer["characteristic"]
+    assert stored(engine, "Organization", "st-349940088500020")["name"] == "DOUBS OPTIQUE"  # RPPS owns the site
+    untouched = stored(engine, "HealthcareService", "of-341129997700065.28")  # nobody edited it: follows RPPS
+    assert untouched["name"] == "Opticien-Lunetier – BUGEY OPTIQUE"
+    assert report.counts["closed"] == 0
+
+
+def test_region_csd_sample(engine):
+    report = run_import(engine, RegionalFeed("93"), CSD_SAMPLE)
+    assert report.counts["created"] == 4
+    ej = stored(engine, "Organization", "sir-407702521")
+    eg = stored(engine, "Organization", "sir-40770252100052")
+    assert eg["partOf"] == {"reference": "Organization/sir-407702521"} and "partOf" not in ej
+    assert eg["name"] == "ETABLISSEMENT CABINET INDIVIDUEL INFIRMIER RAISON SOCIALE"
+    assert [t["value"] for t in eg["telecom"]] == ["+33 4 94 08 00 80", "public@test.com", "+33 4 94 08 00 83"]
+    assert ext(eg["address"][0], "insee-code")[0]["valueCoding"]["code"] == "83069"
+    assert ej["type"][0]["coding"][0]["code"] == "01" and eg["meta"]["tag"][0]["code"] == "93"
+    hs = stored(engine, "HealthcareService", "r93-47045")
+    assert hs["providedBy"] == {"reference": "Organization/sir-40770252100052"}
+    assert [s["coding"][0]["code"] for s in hs["specialty"]] == ["001", "003"]
+    assert hs["name"] == "UNITÉ CABINET INDIVIDUEL INFIRMIER"
+    age = ext(hs, "patient-type")[0]["extension"][0]["valueRange"]
+    assert (age["low"]["value"], age["high"]["value"]) == (18, 65)
+    assert ext(hs, "sensitive-unit")[0]["valueBoolean"] is False
+    assert stored(engine, "Practitioner", "r93-84266")["name"] == [{"family": "INFIMIER", "given": ["SA-07/08"]}]
+
+
+@pytest.mark.parametrize("payload", [
+    '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+    '<CSD xmlns="urn:ihe:iti:csd:2013">&x;</CSD>',
+    '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><CSD xmlns="urn:ihe:iti:csd:2013">&c;</CSD>',
+])
+def test_xml_entities_are_refused(engine, tmp_path, payload):
+    run_import(engine, RegionalFeed("93"), CSD_SAMPLE)
+    path = tmp_path / "evil.xml"
+    path.write_text(payload, encoding="utf-8")
+    with pytest.raises(InputFileError, match="XXE"):
+        run_import(engine, RegionalFeed("93"), path)
+    assert len(all_stored(engine)) == 4
+
+
+def test_unknown_region_is_refused():
+    with pytest.raises(InputFileError, match="not a current region code"):
+        RegionalFeed("21")  # Champagne-Ardenne, retired in 2016
+
+
+def _regional_extract(tmp_path):
+    lines = [
+        {"resourceType": "Organization", "id": "org-1", "name": "CH Fleyriat (nom régional)",
+         "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "010000024"}],
+         "telecom": [{"system": "phone", "value": "0474000000"}], "alias": ["Hôpital Fleyriat"]},
+        {"resourceType": "Organization", "id": "oi-7", "name": "Pôle urgences",
+         "identifier": [{"system": "https://oi.esante.gouv.fr", "value": "84-7"}],
+         "partOf": {"reference": "Organization/org-1"}},
+        {"resourceType": "HealthcareService", "id": "hs-1", "name": "Urgences adultes",
+         "providedBy": {"reference": "Organization/oi-7"}},
+        {"resourceType": "Patient", "id": "p"},
+    ]
+    path = tmp_path / "region84.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    return path
+
+
+def test_registry_then_region_then_newer_registry(engine, tmp_path):
+    r1 = run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    r2 = run_import(engine, RegionalFeed("84"), _regional_extract(tmp_path))
+    assert r2.counts["rejected"] == 1 and r2.counts["created"] == 2 and r2.counts["updated"] == 1
+    eg = stored(engine, "Organization", "fin-010000024")  # one national resource for the establishment
+    assert eg["name"] == "CENTRE HOSPITALIER DE BOURG-EN-BRESSE FLEYRIAT"  # identification: FINESS
+    assert [t["value"] for t in eg["telecom"]] == ["0474000000"]  # operational description: the region
+    assert eg["alias"] == ["Hôpital Fleyriat"]
+    oi = stored(engine, "Organization", "oi-84-7")
+    assert oi["partOf"] == {"reference": "Organization/fin-010000024"}
+    assert oi["identifier"] == [{"system": "https://oi.esante.gouv.fr", "value": "84-7"}]
+    hs = stored(engine, "HealthcareService", "r84-hs-1")
+    assert hs["providedBy"] == {"reference": "Organization/oi-84-7"} and hs["meta"]["tag"][0]["code"] == "84"
+    # a newer FINESS file: a renamed establishment, one establishment gone
+    text = FINESS_SAMPLE.read_text(encoding="utf-8")
+    newer = tmp_path / "etalab_small_20210131.csv"
+    newer.write_text("\n".join(line.replace("CENTRE HOSPITALIER DE BOURG-EN-BRESSE FLEYRIAT", "CH FLEYRIAT BOURG")
+                               for line in text.splitlines() if not line.startswith("010000032;")) + "\n",
+                     encoding="utf-8")
+    r3 = run_import(engine, FinessFeed(), newer)
+    assert (r3.counts["updated"], r3.counts["closed"], r3.counts["unchanged"]) == (1, 1, 98)
+    eg = stored(engine, "Organization", "fin-010000024")
+    assert eg["name"] == "CH FLEYRIAT BOURG" and [t["value"] for t in eg["telecom"]] == ["0474000000"]
+    assert eg["meta"]["tag"][0]["code"] == "84"
+    gone = stored(engine, "Organization", "fin-010000032")  # closed, never deleted
+    assert gone["active"] is False
+    assert ext(gone, "organization-period")[0]["valuePeriod"] == {"start": "1901-01-01", "end": "2021-01-31"}
+    changes = {(c["outcome"], c["rid"]) for c in run_changes(engine, r3.run_id)}
+    assert changes == {("updated", "fin-010000024"), ("closed", "fin-010000032")}
+    assert {c["rid"] for c in run_changes(engine, r1.run_id)} >= {"fin-010000024", "fin-010000032"}
+    # the closed establishment comes back in a later file: reopened
+    r4 = run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    assert stored(engine, "Organization", "fin-010000032")["active"] is True and r4.counts["updated"] == 2
+
+
+def test_mass_disappearance_is_reported_not_applied(engine, tmp_path):
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    head = FINESS_SAMPLE.read_text(encoding="utf-8").splitlines()[:11]
+    short = tmp_path / "etalab_small_20210228.csv"
+    short.write_text("\n".join(head) + "\n", encoding="utf-8")
+    report = run_import(engine, FinessFeed(), short)
+    assert report.counts["closed"] == 0
+    assert any("90 of 100 'eg' resources are missing" in p.reason for p in report.problems)
+    assert stored(engine, "Organization", "fin-010000032")["active"] is True
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_converges(engine, tmp_path):
+    batches = []
+
+    def die_after_three(done):
+        batches.append(done)
+        if len(batches) == 3:
+            raise Killed
+
+    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    with pytest.raises(Killed):
+        run_import(engine, FinessFeed(), FINESS_SAMPLE, batch_size=10, on_batch=die_after_three)
+    with engine.connect() as conn:
+        assert conn.execute(select(feed_run.c.status).order_by(feed_run.c.run_id)).scalars().all() == ["done", "failed"]
+    partial = all_stored(engine)
+    assert 49 < len(partial) < 49 + 100
+    run_import(engine, FinessFeed(), FINESS_SAMPLE, batch_size=10)
+    reference = make_engine(f"sqlite:///{tmp_path / 'reference.db'}")
+    upgrade(reference)
+    run_import(reference, RppsFeed(), RPPS_SAMPLE)
+    run_import(reference, FinessFeed(), FINESS_SAMPLE)
+    assert all_stored(engine) == all_stored(reference)
+    reference.dispose()

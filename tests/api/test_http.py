@@ -60,6 +60,7 @@ def capacity(status: str, nb: int) -> dict:
         {"url": "capacityStatus", "valueCodeableConcept": cc("TRE_R330-TypeStatutCapacite", status)},
         {"url": "temporalityCapacity", "valueCodeableConcept": cc("TRE_R331-TemporaliteCapacite", "01")},
         {"url": "nbCapacity", "valueInteger": nb},
+        {"url": "capacitySourceType", "valueCodeableConcept": cc("TRE_R335-TypeSourceCapacite", "02")},
         {"url": "capacityUpdateDate", "valueDateTime": "2026-11-20T10:00:00+01:00"},
         {"url": "temporaryAssignement", "valueCodeableConcept": cc("TRE_R337-AffectationTemporaire", "01")}]}
 
@@ -114,17 +115,18 @@ def test_create_patch_and_conditional_patch(http):
     r = http.patch("/Location?identifier=1780000001/LIT-A", content=json.dumps(patch), headers={"Content-Type": FHIR})
     assert r.status_code == 200, r.text
     assert r.headers["etag"] == 'W/"2"'
-    nb = next(e for e in r.json()["extension"] if e["url"] == CAPACITY)["extension"][3]
+    nb = next(e for e in r.json()["extension"] if e["url"] == CAPACITY)["extension"][3]  # replaced record
     assert nb == {"url": "nbCapacity", "valueInteger": 5}
     # The very next search sees the new capacity.
     found = http.get("/Location", params={"nb-capacity": "5", "identifier": "1780000001/LIT-A"}).json()
     assert found["total"] == 1
-    # Replace of an indicator that does not exist: 404 with the path, so the client sends `add`.
+    # Replace of an indicator that does not exist: 404 with the capacity protocol's expression, so
+    # the client sends `add` (ANS developer documentation, patch-capacitaire).
     missing = copy.deepcopy(patch)
     missing["parameter"][0]["part"][1]["valueString"] = path.replace("'02'", "'05'")
     body = outcome(http.patch("/Location?identifier=1780000001/LIT-A", content=json.dumps(missing),
                               headers={"Content-Type": FHIR}), 404, "not-found")
-    assert body["issue"][0]["expression"] == [path.replace("'02'", "'05'")]
+    assert body["issue"][0]["expression"] == [f"Location.extension.where(url='{CAPACITY}')"]
     # No such place: 404 on Location; two places: 412 multiple-matches.
     body = outcome(http.patch("/Location?identifier=nope", content=json.dumps(patch),
                               headers={"Content-Type": FHIR}), 404, "not-found")

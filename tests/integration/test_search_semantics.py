@@ -70,6 +70,9 @@ CASES: list[tuple[str, list[tuple[str, str]], set[str]]] = [
     ("Organization", [("price-validity-start-date", "ge2026-01-01")], {"eg-ehpad-rennes"}),
     ("Organization", [("price-dependency-level", "03")], set()),
     ("Organization", [("price-type", "03"), ("price-amount-value", "gt50")], {"eg-ehpad-rennes"}),  # independent
+    ("Organization", [("price-type", "03"), ("price-amount-value", "gt50"), ("_same-record", "true")], set()),
+    ("Organization", [("price-type", "03"), ("price-amount-value", "lt50"), ("_same-record", "true")],
+     {"eg-ehpad-rennes"}),
     ("Organization", [("_lastUpdated", "ge2026-01-01")], {"eg-hopital-nord", "eg-ehpad-rennes"}),
     # -- HealthcareService: tokens, OR / AND, modifiers -------------------------------------------
     ("HealthcareService", [("specialty", N(R211, "022"))], {"hs-gyneco-hc", "hs-chir-versailles"}),
@@ -132,6 +135,9 @@ CASES: list[tuple[str, list[tuple[str, str]], set[str]]] = [
      NEAR_44162_5 | {"hs-gyneco-hc", "hs-maternite", "hs-neonat", "hs-psy-adulte", "hs-cmp-reze"}),
     ("HealthcareService", [("specialty", N(R211, "022")), *BED], {"hs-gyneco-hc"}),
     ("HealthcareService", BED, {"hs-gyneco-hc", "hs-usp", "hs-maternite"}),  # criteria evaluated independently
+    ("HealthcareService", [*BED, ("_same-record", "true")], {"hs-gyneco-hc", "hs-usp"}),  # on one capacity record
+    ("Location", [(k.split(".", 1)[1], v) for k, v in BED] + [("_same-record", "true")], {"loc-gyn-a", "loc-usp-nord"}),
+    ("Location", [(k.split(".", 1)[1], v) for k, v in BED], {"loc-gyn-a", "loc-gyn-b", "loc-usp-nord"}),
     ("HealthcareService", [("location.capacity-status", N(R330, "05")),
                            ("location.capacity-closing-type", N("TRE_R333-TypeFermetureCapacite", "01"))],
      {"hs-cardio-usic"}),

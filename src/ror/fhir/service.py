@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy import Connection, Engine, literal, select
 
+from ror.capacity import history as capacity_history
+from ror.capacity import protocol as capacity_protocol
 from ror.errors import (
     InvalidRequest,
     InvalidResource,
@@ -33,8 +35,8 @@ from ror.errors import (
 )
 from ror.fhir import bundles
 from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
-from ror.fhir.rights import FULL_ACCESS, Caller, check_write
-from ror.fhirdates import stamp_to_instant
+from ror.fhir.rights import FULL_ACCESS, Caller, check_write, establishment_keys
+from ror.fhirdates import now_stamp, stamp_to_instant
 from ror.profiles.searchparams import RESOURCE_TYPES, registry
 from ror.profiles.validation import Validator, raise_if_errors
 from ror.search.execute import SearchResult, query_fingerprint, redacted, run_search
@@ -218,8 +220,10 @@ class FhirService:
         check_type(rtype)
         res = {**res, "id": rid or str(uuid.uuid4())}
         check_write(conn, caller, rtype, None, res)
+        res = self._before_write(rtype, None, res)
         self._validate(conn, res, deferred)
         w = repository.write_batch(conn, [repository.prepare(res)])[0]
+        self._after_write(conn, caller, rtype, None, res, w)
         return self._written(w, base, 201)
 
     def update(self, rtype: str, rid: str, raw: bytes, base: str, if_match: str | None = None,
@@ -238,15 +242,17 @@ class FhirService:
                                      f"not {expected} (If-Match)", expression=rtype)
         before = orjson.loads(repository.read(conn, rtype, rid).body) if cur else None
         check_write(conn, caller, rtype, before, res)
+        res = self._before_write(rtype, before, res)
         self._validate(conn, res, deferred)
         w = repository.write_batch(conn, [repository.prepare(res)], {(rtype, rid): cur} if cur else {})[0]
+        self._after_write(conn, caller, rtype, before, res, w)
         return self._written(w, base, 201 if w.outcome == "created" else 200, conn)
 
     def patch(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str,
               if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
         check_id(rid)
-        patcher = self._patcher(raw, content_type)
+        patcher = self._patcher(raw, content_type, rtype)
         with self._writing() as conn:
             return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
 
@@ -255,7 +261,7 @@ class FhirService:
         check_type(rtype)
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
-        patcher = self._patcher(raw, content_type)
+        patcher = self._patcher(raw, content_type, rtype)
         with self._writing() as conn:
             rid = self._single_match(conn, rtype, pairs)
             return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
@@ -271,7 +277,7 @@ class FhirService:
                                   "a conditional patch needs exactly one", expression=rtype)
         return result.matches[0].rid
 
-    def _patcher(self, raw: bytes, content_type: str) -> Callable[[dict], dict]:
+    def _patcher(self, raw: bytes, content_type: str, rtype: str) -> Callable[[dict], dict]:
         mime = (content_type or "").split(";")[0].strip().lower()
         body = parse_json(raw, "patch")
         if mime == JSON_PATCH:
@@ -281,7 +287,7 @@ class FhirService:
         if mime in (FHIR_JSON, "application/json"):
             if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
                 raise InvalidRequest("A FHIRPath Patch body is a Parameters resource", expression="Parameters")
-            return lambda res: apply_fhirpath_patch(res, body)
+            return _fhirpath_patcher(rtype, body)
         raise UnsupportedMediaType(f"PATCH takes {FHIR_JSON} (FHIRPath Patch) or {JSON_PATCH}, not '{mime}'")
 
     def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None,
@@ -296,9 +302,25 @@ class FhirService:
         patched = patcher(current)
         check_resource(patched, rtype, rid)
         check_write(conn, caller, rtype, current, patched)
+        patched = self._before_write(rtype, current, patched)
         self._validate(conn, patched, deferred)
         w = repository.write_batch(conn, [repository.prepare(patched)], {(rtype, rid): cur})[0]
+        self._after_write(conn, caller, rtype, current, patched, w)
         return self._written(w, base, 200, conn)
+
+    @staticmethod
+    def _before_write(rtype: str, before: dict | None, after: dict) -> dict:
+        """Domain rules of a write: the capacity records a place gains or changes (issue 5)."""
+        if rtype == "Location":
+            return capacity_protocol.prepare_write(before, after, stamp_to_instant(now_stamp()))
+        return after
+
+    @staticmethod
+    def _after_write(conn: Connection, caller: Caller, rtype: str, before: dict | None, after: dict,
+                     w: repository.Written) -> None:
+        if rtype == "Location" and w.outcome != "unchanged":
+            capacity_history.record(conn, w.rid, establishment_keys(conn, after), before, after, w.last_updated,
+                                    caller.app_id)
 
     def _written(self, w: repository.Written, base: str, status: int, conn: Connection | None = None) -> Response:
         body = w.body
@@ -374,7 +396,7 @@ class FhirService:
                                 parse_if_match(entry["request"].get("ifMatch")), caller, deferred)
         if method == "PATCH" and len(parts) in (1, 2):
             check_type(parts[0])
-            patcher = self._entry_patcher(res, i)
+            patcher = self._entry_patcher(res, i, parts[0])
             rid = parts[1] if len(parts) == 2 else self._single_match(conn, parts[0], pairs)
             return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")),
                                caller, deferred)
@@ -390,9 +412,9 @@ class FhirService:
                                "(POST Type, PUT Type/id, PATCH Type/id or Type?criteria, GET)",
                                expression=f"Bundle.entry[{i}].request")
 
-    def _entry_patcher(self, res: object, i: int) -> Callable[[dict], dict]:
+    def _entry_patcher(self, res: object, i: int, rtype: str) -> Callable[[dict], dict]:
         if isinstance(res, dict) and res.get("resourceType") == "Parameters":
-            return lambda r: apply_fhirpath_patch(r, res)
+            return _fhirpath_patcher(rtype, res)
         if isinstance(res, dict) and res.get("resourceType") == "Binary" and \
                 res.get("contentType", "").startswith(JSON_PATCH):
             ops = parse_json(base64.b64decode(res.get("data", "")), "JSON Patch")
@@ -402,6 +424,13 @@ class FhirService:
 
 
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+
+
+def _fhirpath_patcher(rtype: str, parameters: dict) -> Callable[[dict], dict]:
+    """Places are patched under the capacity protocol (ANS shapes, its 404 contract)."""
+    if rtype == "Location":
+        return lambda res: capacity_protocol.apply_patch(res, parameters)
+    return lambda res: apply_fhirpath_patch(res, parameters)
 
 
 @contextmanager

@@ -8,12 +8,11 @@ docs/search.md). Core parameters use the R4 expressions, restricted to the resou
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-
-import re
 
 from ror.profiles.paths import Item, compile_expression, compile_relative
 

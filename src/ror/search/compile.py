@@ -270,11 +270,47 @@ class Compiler:
         hidden = self.vis.hidden(self.plan.rtype)
         if hidden is not None:
             conds.append(d.c.pk.not_in(hidden))
-        conds += [d.c.pk.in_(self.criterion(c)) for c in self.plan.criteria]
+        singles, groups = self._record_groups()
+        conds += [d.c.pk.in_(self.criterion(c)) for c in singles]
+        conds += [d.c.pk.in_(self._same_record(group)) for group in groups]
         conds += [self.filter_condition(ast, compiled, d.c.pk) for ast, compiled in self.plan.filters]
         keys = [(self._sort_key(code, desc, d), desc) for code, desc in self.plan.sort]
         q = select(d.c.pk, *[k.label(f"k{i}") for i, (k, _) in enumerate(keys)]).select_from(d)
         return q.where(*conds), keys
+
+    def _record_groups(self) -> tuple[list[Criterion], list[list[Criterion]]]:
+        """With ``_same-record=true``, criteria on the same record extension (capacity, price,
+        equipment, housing), through the same chain, are matched together on one record."""
+        if not self.plan.same_record:
+            return self.plan.criteria, []
+        by_group: dict[tuple, list[Criterion]] = {}
+        singles = []
+        for c in self.plan.criteria:
+            if c.param.group is not None and c.modifier is None:
+                by_group.setdefault((c.hops, c.rtype, c.param.group), []).append(c)
+            else:
+                singles.append(c)
+        groups = []
+        for group in by_group.values():
+            if len(group) > 1:
+                groups.append(group)
+            else:
+                singles.extend(group)
+        return singles, groups
+
+    def _same_record(self, group: list[Criterion]) -> Select:
+        tables = [_table_for(c.param.type).alias() for c in group]
+        first = tables[0]
+        q = select(first.c.pk).select_from(first)
+        conds = []
+        for c, t in zip(group, tables, strict=True):
+            if t is not first:
+                q = q.join(t, and_(t.c.pk == first.c.pk, t.c.grp == first.c.grp))
+            conds += [t.c.param == c.param.key, *self.rows(t), or_(*[self._value_condition(c, t, v) for v in c.values])]
+        sel = self.vis.restrict(group[0].rtype, self.vis.scope_records(group[0].param, q.where(*conds)))
+        for hop in reversed(group[0].hops):
+            sel = self.vis.restrict(hop.source if not hop.reverse else hop.target, self._hop(hop, sel))
+        return sel
 
     def _sort_key(self, code: str, desc: bool, d) -> ColumnElement:
         if code == "_lastUpdated":

@@ -367,6 +367,10 @@ def _apply(b: PlanBuilder, plan: SearchPlan, name: str, raw: str, settings: Sett
             raise InvalidSearch(f"_summary={raw} is not supported (count or false)", expression="_summary")
     elif base == "_cursor":
         plan.cursor = raw
+    elif base == "_same-record":  # ROR national extension, docs/search.md "Several capacity criteria"
+        if raw not in ("true", "false"):
+            raise InvalidSearch("_same-record takes true or false", expression="_same-record")
+        plan.same_record = raw == "true"
     elif base == "_format":
         if raw not in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
             raise InvalidSearch(f"_format={raw} is not supported: this server speaks application/fhir+json",

@@ -1,0 +1,1 @@
+"""Bed and place availability: capacity indicators, the ROR capacity PATCH protocol, history, summaries."""

@@ -26,6 +26,8 @@ class Settings:
     near_radius_max_km: float = 500.0
     # Validate every REST/transaction write against the ROR profiles (422 on error).
     validate_writes: bool = False
+    # Places whose capacities were not updated for longer are flagged stale (bed availability).
+    capacity_stale_after_h: float = 24.0
     # Trust space (issue 6, docs/security.md). Off for the embedded dev server; on in tests and production.
     auth_required: bool = False
     # Peers whose X-Ror-Client-* headers (verified client certificate) are believed: the TLS proxy.

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ror.api.capacity import capacity_routes
 from ror.api.terminology import terminology_routes
 from ror.errors import (
     InvalidRequest,
@@ -205,6 +206,7 @@ def create_app(service: FhirService, settings: Settings) -> Starlette:
         # Before the generic /fhir/{rtype}/… routes, which would catch /fhir/CodeSystem/$lookup.
         *terminology_routes(service.engine, service.validator, settings.request_body_max_bytes,
                             settings.public_base_url),
+        *capacity_routes(service.engine, settings, FhirApi.caller, error_response),
         Route("/fhir", api.system, methods=["POST"]),
         Route("/fhir/", api.system, methods=["POST"]),
         Route("/fhir/{rtype}/_search", api.search_post, methods=["POST"]),

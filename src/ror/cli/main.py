@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ror.cli.capacity import capacity_app
 from ror.cli.feeds import import_app
 from ror.cli.terminology import terminology_app
 from ror.errors import RorError
@@ -20,6 +21,7 @@ db_app = typer.Typer(help="Database schema and maintenance.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(terminology_app, name="terminology")
 app.add_typer(import_app, name="import")
+app.add_typer(capacity_app, name="capacity")
 console = Console(stderr=True)
 
 

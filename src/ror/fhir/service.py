@@ -44,7 +44,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import WRITE, current_tx
+from ror.store.engine import WRITE, current_tx, writer_slot
 
 FHIR_JSON = "application/fhir+json"
 AUDIT_HEADER = "X-Ror-Audit"  # resource types and counts returned, for the trust space's audit trail
@@ -151,7 +151,7 @@ class FhirService:
 
     @contextmanager
     def _writing(self):
-        with self.engine.connect() as conn:
+        with writer_slot(self.engine), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
                 yield conn

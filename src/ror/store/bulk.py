@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import Engine
 
 from ror.store import repository
-from ror.store.engine import WRITE
+from ror.store.engine import WRITE, writer_slot
 
 
 def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
@@ -23,7 +23,7 @@ def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
     batch: list[repository.Prepared] = []
 
     def flush():
-        with engine.connect() as conn:
+        with writer_slot(engine), engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
                 done = Counter(w.outcome for w in repository.write_batch(conn, batch,

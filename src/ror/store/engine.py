@@ -47,7 +47,8 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(conn: Connection):
         # Writers take the write lock up front: no SQLITE_BUSY on lock upgrade mid-transaction.
         immediate = conn.get_execution_options().get("ror_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the driver connection: through SQLAlchemy's execution path this cost as much as a read.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

@@ -15,6 +15,8 @@ if [ -z "${ROR_TEST_POSTGRES_URL:-}" ]; then
     port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
     su postgres -c "psql -p $port -tAc \"SELECT 1 FROM pg_roles WHERE rolname='ror'\"" | grep -q 1 \
       || su postgres -c "psql -p $port -qc \"CREATE ROLE ror LOGIN PASSWORD 'ror' CREATEDB\""
+    # Tests drop their databases WITH (FORCE), which must be able to end autovacuum workers.
+    su postgres -c "psql -p $port -qc 'GRANT pg_signal_backend TO ror'"
     export ROR_TEST_POSTGRES_URL="postgresql://ror:ror@127.0.0.1:$port/postgres"
     echo "PostgreSQL $version on port $port: tests run on SQLite and PostgreSQL"
   else

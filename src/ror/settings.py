@@ -25,7 +25,7 @@ class Settings:
     request_body_max_bytes: int = 20 * 1024 * 1024
     near_radius_max_km: float = 500.0
     # Validate every REST/transaction write against the ROR profiles (422 on error).
-    validate_writes: bool = False
+    validate_writes: bool = True
     # Places whose capacities were not updated for longer are flagged stale (bed availability).
     capacity_stale_after_h: float = 24.0
     # Trust space (issue 6, docs/security.md). Off for the embedded dev server; on in tests and production.

@@ -18,7 +18,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ror.access.trust import TrustSpace
+from ror.api.admin import admin_routes
 from ror.api.capacity import capacity_routes
+from ror.api.security import SecureApp, secure
 from ror.api.terminology import terminology_routes
 from ror.errors import (
     InvalidRequest,
@@ -198,9 +201,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return Response(orjson.dumps(operation_outcome([issue])), status_code=500, media_type=FHIR_JSON)
 
 
-def create_app(service: FhirService, settings: Settings) -> Starlette:
+def create_app(service: FhirService, settings: Settings) -> SecureApp:
+    """The FHIR API, the terminology and capacity APIs and the admin API, behind the trust space
+    (ror.api.security: tokens, certificates, Ror-* headers, rate limits, audit)."""
     api = FhirApi(service, settings)
+    trust = TrustSpace(service.engine, settings)
     routes = [
+        *admin_routes(trust),
         Route("/", lambda request: RedirectResponse("/fhir/metadata")),
         Route("/fhir/metadata", api.metadata, methods=["GET"]),
         # Before the generic /fhir/{rtype}/… routes, which would catch /fhir/CodeSystem/$lookup.
@@ -215,4 +222,5 @@ def create_app(service: FhirService, settings: Settings) -> Starlette:
         Route("/fhir/{rtype}/{rid}", api.instance, methods=["GET", "PUT", "PATCH", "DELETE", "POST"]),
         Route("/fhir/{rtype}", api.type_level, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _not_found, Exception: _server_error})
+    return secure(Starlette(routes=routes, exception_handlers={HTTPException: _not_found, Exception: _server_error}),
+                  trust)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ror.cli.apps import apps_app
 from ror.cli.capacity import capacity_app
 from ror.cli.feeds import import_app
 from ror.cli.terminology import terminology_app
@@ -22,6 +23,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(terminology_app, name="terminology")
 app.add_typer(import_app, name="import")
 app.add_typer(capacity_app, name="capacity")
+app.add_typer(apps_app, name="apps")
 console = Console(stderr=True)
 
 

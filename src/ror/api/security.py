@@ -1,0 +1,394 @@
+"""The trust-space front of the app: authentication, Ror-* headers, rate and size limits, audit.
+
+``secure(app, trust)`` wraps the Starlette app at the ASGI level (the FHIR hot path stays cheap).
+It fails closed: every path needs a Bearer token except
+
+- ``/oauth/token`` (``client_credentials``) and ``/oauth/jwks``, served here;
+- ``/admin/…``, whose routes admit only administrators' certificates (``ror.api.admin``);
+- the ``public_prefixes`` given (web pages, static files), passed through untouched.
+
+An authenticated request needs a token issued by ``/oauth/token`` (certificate-bound for profiles
+1–5, RFC 8705) of an active application, the per-application rate limit, the body-size limit, and
+on FHIR consultations the four ``Ror-*`` headers (none on capacity PATCH); it then carries
+``request.state.principal``. Every request but the public ones is audited (``ror.access.audit``).
+
+With ``auth_required`` off (embedded dev server) every request gets the local full-access
+principal; sizes are still limited and requests still audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from urllib.parse import parse_qsl, unquote_plus
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ror.access.audit import AUDIT_HEADER, count_resources, parse_audit_header, scrub_query
+from ror.access.principal import LOCAL, Principal
+from ror.access.tokens import bearer_challenge
+from ror.access.trust import CLIENT_IP_HEADER, TrustSpace
+from ror.errors import (
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RorError,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from ror.fhir.bundles import operation_outcome
+from ror.fhir.service import FHIR_JSON
+from ror.fhirdates import now_stamp
+
+# GETs of these types are "consultations" and carry the Ror-* headers (ANS consumer doc, IG digest §6).
+CONSULTED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole"})
+# header -> attribute of the registration it must equal
+ROR_HEADERS = {
+    "ror-profil-utilisateur-code": "user_profile_code",
+    "ror-profil-utilisateur-system": "user_profile_system",
+    "ror-role-metier-code": "role_code",
+    "ror-role-metier-system": "role_system",
+}
+_DISPLAY = {h: "-".join(p.capitalize() for p in h.split("-")) for h in ROR_HEADERS}
+_TOKEN_FORM_MAX_BYTES = 8192
+_COUNT_BODY_MAX_BYTES = 16 * 1024 * 1024  # larger responses are not parsed to count resources
+_OWN_PREFIXES = ("/fhir", "/oauth", "/admin")
+
+
+class _Call:
+    """What the audit row of one request collects along the way."""
+
+    __slots__ = ("app_id", "at", "body", "client_ip", "method", "operation", "outcome", "path", "peer", "profile",
+                 "query", "returned", "role_code", "rtype", "status", "t0", "thumbprint", "user_profile_code")
+
+    def __init__(self, scope: Scope, headers: dict[str, str], trust: TrustSpace):
+        self.t0 = time.perf_counter()
+        self.at = now_stamp()  # when the request arrived
+        self.method = scope["method"]
+        self.path = scope["path"]
+        self.query = scope.get("query_string", b"").decode("latin-1")
+        client = scope.get("client")
+        self.peer = client[0] if client else None
+        forwarded = headers.get(CLIENT_IP_HEADER) if trust.is_proxy(self.peer) else None
+        self.client_ip = (forwarded or self.peer or "")[:45] or None
+        self.operation, self.rtype = _classify(self.method, self.path)
+        self.app_id: str | None = None
+        self.profile: int | None = None
+        self.thumbprint: str | None = None
+        self.user_profile_code = headers.get("ror-profil-utilisateur-code", "")[:64] or None
+        self.role_code = headers.get("ror-role-metier-code", "")[:64] or None
+        self.status = 500
+        self.outcome = "exception"
+        self.returned: dict[str, int] | None = None
+        self.body: bytearray | None = None  # the response, kept to count resources or read the error
+
+    def row(self) -> dict:
+        return {"at": self.at, "app_id": self.app_id, "profile": self.profile, "client_ip": self.client_ip,
+                "cert_thumbprint": self.thumbprint, "method": self.method[:10], "path": self.path[:500],
+                "query": scrub_query(self.query), "operation": self.operation, "resource_type": self.rtype,
+                "user_profile_code": self.user_profile_code, "role_code": self.role_code, "status": self.status,
+                "outcome": self.outcome,
+                "returned": orjson.dumps(self.returned).decode() if self.returned is not None else None,
+                "duration_ms": round((time.perf_counter() - self.t0) * 1000, 3)}
+
+
+def _classify(method: str, path: str) -> tuple[str, str | None]:
+    """FHIR interaction name and resource type of a request, from its method and path."""
+    parts = path.rstrip("/").split("/")[1:] or [""]
+    if parts[0] == "oauth":
+        return ("token" if parts[1:] == ["token"] else "jwks"), None
+    if parts[0] in ("admin", "api"):
+        return parts[0], None
+    if parts[0] != "fhir":
+        return "other", None
+    rest = parts[1:]
+    if not rest:
+        return ("transaction" if method == "POST" else "system"), None
+    rtype = rest[0][:40]
+    if rtype.startswith("$"):
+        return "operation", None
+    if rtype == "metadata":
+        return "capabilities", None
+    if len(rest) == 1:
+        return {"GET": "search-type", "HEAD": "search-type", "POST": "create", "PATCH": "patch"}.get(
+            method, method.lower()), rtype
+    if rest[1] == "_search":
+        return "search-type", rtype
+    if len(rest) == 2:
+        return {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch"}.get(method, method.lower()), rtype
+    return ("vread" if len(rest) >= 4 else "history-instance"), rtype
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def error_response(e: RorError) -> Response:
+    return Response(orjson.dumps(operation_outcome(e.issues)), status_code=e.status, headers=e.headers,
+                    media_type=FHIR_JSON)
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("An access token is required: Authorization: Bearer <token> (from /oauth/token)",
+                           headers=bearer_challenge())
+    return token.strip()
+
+
+def _basic(headers: dict[str, str]) -> tuple[str, str] | None:
+    """HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-encoded, then base64)."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except ValueError:
+        raise Unauthorized("Malformed HTTP Basic credentials") from None
+    if not sep:
+        raise Unauthorized("Malformed HTTP Basic credentials")
+    return unquote_plus(user), unquote_plus(password)
+
+
+def _oauth_error(e: RorError) -> Response:
+    """RFC 6749 §5.2 error body: the token endpoint speaks OAuth, not FHIR."""
+    if isinstance(e, Unauthorized):
+        error, status = "invalid_client", 401
+    elif isinstance(e, Forbidden):
+        error, status = "unauthorized_client", 400
+    elif isinstance(e, TooManyRequests):
+        error, status = "slow_down", 429
+    elif e.expression == ["grant_type"]:
+        error, status = "unsupported_grant_type", 400
+    else:
+        error, status = "invalid_request", 400
+    headers = {"Cache-Control": "no-store", **e.headers}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="ror"'
+    return Response(orjson.dumps({"error": error, "error_description": e.message}), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+class SecureApp:
+    """The ASGI wrapper returned by ``secure``; ``trust`` is the trust space it enforces."""
+
+    def __init__(self, app: ASGIApp, trust: TrustSpace, public_prefixes: tuple[str, ...] = ()):
+        for prefix in public_prefixes:
+            if not prefix.startswith("/") or prefix.rstrip("/") == "" or prefix.rstrip("/") in _OWN_PREFIXES:
+                raise ValueError(f"public prefix {prefix!r} must be a path below / other than /fhir, /oauth, /admin")
+        self.app = app
+        self.trust = trust
+        self.settings = trust.settings
+        self.public = tuple(p.rstrip("/") for p in public_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith("/oauth/"):
+            await self._oauth(scope, receive, send)
+        elif path == "/admin" or path.startswith("/admin/"):
+            headers = _headers(scope)
+            call = _Call(scope, headers, self.trust)
+            try:  # identify the administrator for the audit row; the admin routes check their own access
+                cert = self.trust.client_certificate(headers, call.peer)
+            except Unauthorized:
+                cert = None
+            if cert is not None:
+                call.thumbprint = cert.thumbprint
+                call.app_id = "admin" if cert.thumbprint in self.trust.admin_thumbprints else None
+            await self._forward(call, scope, receive, send)
+        elif any(path == p or path.startswith(p + "/") for p in self.public):
+            await self.app(scope, receive, send)
+        else:
+            await self._protected(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_flush() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await run_in_threadpool(self.trust.audit.close)
+            return message
+
+        await self.app(scope, receive_and_flush, send)
+
+    # -- authenticated requests ---------------------------------------------------------------------
+    async def _protected(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        call = _Call(scope, headers, self.trust)
+        try:
+            principal = await self._admit(call, headers)
+        except RorError as e:
+            await self._refuse(call, e, scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self._forward(call, scope, receive, send)
+
+    async def _admit(self, call: _Call, headers: dict[str, str]) -> Principal:
+        length = headers.get("content-length", "")
+        limit = self.settings.request_body_max_bytes
+        if length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit}-byte limit")
+        if not self.settings.auth_required:
+            call.app_id, call.profile = LOCAL.app_id, LOCAL.profile
+            return LOCAL
+        cert = self.trust.client_certificate(headers, call.peer)
+        call.thumbprint = cert.thumbprint if cert else None
+        # Inline, not in the threadpool: the check is one primary-key join (~40 µs of CPU) and a
+        # threadpool round trip costs ~150 µs; a changed registration or a new token costs more, once.
+        app = self.trust.authenticate(_bearer(headers), cert)
+        call.app_id, call.profile = app.app_id, app.profile
+        wait = self.trust.limiter.take(app.app_id)
+        if wait:
+            raise TooManyRequests(f"Rate limit of {self.settings.rate_limit_per_s:g} calls/s exceeded for "
+                                  f"application '{app.app_id}'", headers={"Retry-After": str(math.ceil(wait))})
+        self._check_ror_headers(call, headers, app)
+        return app.principal()
+
+    @staticmethod
+    def _check_ror_headers(call: _Call, headers: dict[str, str], app) -> None:
+        sent = [h for h in ROR_HEADERS if headers.get(h)]
+        if call.rtype == "Location" and call.method == "PATCH":
+            if sent:
+                raise InvalidRequest(f"Capacity PATCH calls must not carry the Ror-* headers (sent: "
+                                     f"{', '.join(_DISPLAY[h] for h in sent)})", expression=[_DISPLAY[h] for h in sent])
+            return
+        if call.rtype not in CONSULTED_TYPES or call.operation not in ("search-type", "read", "vread",
+                                                                       "history-instance"):
+            return
+        missing = [_DISPLAY[h] for h in ROR_HEADERS if h not in sent]
+        if missing:
+            raise InvalidRequest(f"Missing header(s) {', '.join(missing)}: required when consulting {call.rtype}",
+                                 expression=missing)
+        wrong = [_DISPLAY[h] for h, attr in ROR_HEADERS.items() if headers[h] != getattr(app, attr)]
+        if wrong:
+            raise Forbidden(f"Header(s) {', '.join(wrong)} do not match the registration of application "
+                            f"'{app.app_id}'", expression=wrong)
+
+    # -- /oauth -------------------------------------------------------------------------------------
+    async def _oauth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        call = _Call(scope, headers, self.trust)
+        path, method = scope["path"], scope["method"]
+        if path == "/oauth/jwks" and method == "GET":
+            jwks = await run_in_threadpool(self.trust.tokens.jwks)
+            response = Response(orjson.dumps(jwks), media_type="application/jwk-set+json",
+                                headers={"Cache-Control": "public, max-age=60"})
+            call.outcome = "ok"
+        elif path == "/oauth/token" and method == "POST":
+            try:
+                response = await self._token(call, headers, receive)
+                call.outcome = "ok"
+            except RorError as e:
+                response = _oauth_error(e)
+                call.outcome = e.issues[0].code
+        else:
+            e = MethodNotAllowed(f"{method} is not allowed on {path}") if path in ("/oauth/jwks", "/oauth/token") \
+                else NotFound(f"No endpoint at {path}")
+            response = error_response(e)
+            call.outcome = e.issues[0].code
+        call.status = response.status_code
+        await response(scope, receive, send)
+        self.trust.audit.record(call.row())
+
+    async def _token(self, call: _Call, headers: dict[str, str], receive: Receive) -> Response:
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType("The token request must be application/x-www-form-urlencoded")
+        raw = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(raw) > _TOKEN_FORM_MAX_BYTES:
+                raise PayloadTooLarge(f"The token request exceeds {_TOKEN_FORM_MAX_BYTES} bytes")
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("The token request body is not a valid form") from None
+        form = dict(pairs)
+        if len(form) != len(pairs):
+            raise InvalidRequest("A token request parameter is repeated (RFC 6749 §3.2)")
+        basic = _basic(headers)
+        cert = self.trust.client_certificate(headers, call.peer)
+        call.thumbprint = cert.thumbprint if cert else None
+        body = await run_in_threadpool(self.trust.issue_token, form, basic, cert)
+        call.app_id = basic[0] if basic else form["client_id"]
+        return Response(orjson.dumps(body), media_type="application/json",
+                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    # -- forwarding and audit -----------------------------------------------------------------------
+    async def _refuse(self, call: _Call, e: RorError, scope: Scope, receive: Receive, send: Send) -> None:
+        call.status, call.outcome = e.status, e.issues[0].code
+        await error_response(e)(scope, receive, send)
+        self.trust.audit.record(call.row())
+
+    async def _forward(self, call: _Call, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the inner app; learn status and returned resources from its response, drop X-Ror-Audit."""
+
+        async def observe(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                call.status = message["status"]
+                kept = []
+                counted = False
+                content_type = b""
+                for name, value in message.get("headers", ()):
+                    lname = name.lower()
+                    if lname == AUDIT_HEADER.encode():
+                        call.returned = parse_audit_header(value.decode("latin-1"))
+                        counted = True
+                        continue
+                    if lname == b"content-type":
+                        content_type = value
+                    kept.append((name, value))
+                if (not counted or call.status >= 400) and b"json" in content_type and b"ndjson" not in content_type:
+                    call.body = bytearray()
+                message = {**message, "headers": kept}
+            elif message["type"] == "http.response.body" and call.body is not None:
+                call.body += message.get("body", b"")
+                if len(call.body) > _COUNT_BODY_MAX_BYTES:
+                    call.body = None
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        except Exception:
+            call.status, call.outcome = 500, "exception"
+            raise
+        else:
+            self._conclude(call)
+        finally:
+            self.trust.audit.record(call.row())
+
+    @staticmethod
+    def _conclude(call: _Call) -> None:
+        body = call.body
+        if call.status < 400:
+            call.outcome = "ok"
+            if call.returned is None and body is not None:
+                call.returned = count_resources(body)
+            return
+        call.outcome = "error"
+        if body:
+            try:
+                issues = orjson.loads(body).get("issue") or []
+                call.outcome = str(issues[0].get("code") or "error")[:64]
+            except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+                pass
+
+
+def secure(app: ASGIApp, trust: TrustSpace, public_prefixes: tuple[str, ...] = ()) -> SecureApp:
+    """Wrap ``app`` (built by ``create_app``) in the trust space ``trust`` (see the module docstring);
+    paths under ``public_prefixes`` (e.g. ``("/static",)``) need no token."""
+    return SecureApp(app, trust, public_prefixes)

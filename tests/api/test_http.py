@@ -42,7 +42,8 @@ def outcome(r: httpx.Response, status: int, code: str) -> dict:
 
 @pytest.fixture
 def http(live):
-    with httpx.Client(base_url=live.base, headers={"Accept": FHIR}) as c:
+    # Generous timeout: the first validation of a place loads the 39,000-commune table (~1 s idle).
+    with httpx.Client(base_url=live.base, headers={"Accept": FHIR}, timeout=60) as c:
         yield c
 
 
@@ -178,29 +179,55 @@ def test_errors_are_operation_outcomes(http):
     assert "colour" in warn[0]["resource"]["issue"][0]["diagnostics"]
 
 
+def fixture(rid: str) -> dict:
+    bundle = json.loads((Path(__file__).parents[1] / "fixtures/small/bundle.json").read_text())
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == rid)
+
+
+def valid_offer() -> dict:
+    """The IG's HealthcareService example made valid: its care mode (the example lacks it)."""
+    hs = example("HealthcareService-1234564.json")
+    hs["characteristic"].append({"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R213-ModePriseEnCharge/"
+                                             "FHIR/TRE-R213-ModePriseEnCharge", "code": "28"}]})
+    return hs
+
+
 def test_transaction_is_atomic_and_batch_is_not(http):
     loc = example("Location-ror-location-exemple.json")
-    hs = example("HealthcareService-1234564.json")
+    hs = valid_offer()
     hs["location"] = [{"reference": "urn:uuid:place-1"}]
+    hs["providedBy"] = {"reference": "urn:uuid:provider"}  # created in the same transaction
     good = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:place-1", "resource": loc, "request": {"method": "POST", "url": "Location"}},
+        {"fullUrl": "urn:uuid:provider", "resource": fixture("ej-asso-kerlann"),
+         "request": {"method": "POST", "url": "Organization"}},
         {"resource": hs, "request": {"method": "PUT", "url": f"HealthcareService/{hs['id']}"}}]}
     r = http.post("", content=json.dumps(good), headers={"Content-Type": FHIR})
     assert r.status_code == 200, r.text
     resp = valid(r.json())
     new_loc = resp["entry"][0]["response"]["location"].split("/_history")[0].split("/fhir/")[1]
-    assert http.get(f"/HealthcareService/{hs['id']}").json()["location"] == [{"reference": new_loc}]
+    new_org = resp["entry"][1]["response"]["location"].split("/_history")[0].split("/fhir/")[1]
+    stored = http.get(f"/HealthcareService/{hs['id']}").json()
+    assert stored["location"] == [{"reference": new_loc}] and stored["providedBy"] == {"reference": new_org}
     bad = copy.deepcopy(good)
-    bad["entry"][1]["resource"]["id"] = "other"  # id mismatch: the whole Bundle is refused
+    bad["entry"][2]["resource"]["id"] = "other"  # id mismatch: the whole Bundle is refused
     before = http.get("/Location", params={"_summary": "count"}).json()["total"]
     body = outcome(http.post("", content=json.dumps(bad), headers={"Content-Type": FHIR}), 400, "invalid")
-    assert body["issue"][0]["expression"][0] == "Bundle.entry[1]"
+    assert body["issue"][0]["expression"][0] == "Bundle.entry[2]"
+    assert http.get("/Location", params={"_summary": "count"}).json()["total"] == before
+    # A profile rule broken by one entry: 422 naming the entry and the element, nothing written.
+    invalid = copy.deepcopy(good)
+    invalid["entry"][2]["resource"]["characteristic"].pop()  # no care mode
+    body = outcome(http.post("", content=json.dumps(invalid), headers={"Content-Type": FHIR}), 422, "required")
+    assert body["issue"][0]["expression"] == ["Bundle.entry[2]", "HealthcareService"]
+    assert "careMode" in body["issue"][0]["diagnostics"]
     assert http.get("/Location", params={"_summary": "count"}).json()["total"] == before
     batch = copy.deepcopy(bad)
     batch["type"] = "batch"
+    batch["entry"][2]["resource"]["providedBy"] = {"reference": "Organization/ej-asso-kerlann"}
     r = http.post("", content=json.dumps(batch), headers={"Content-Type": FHIR})
     statuses = [e["response"]["status"] for e in r.json()["entry"]]
-    assert statuses == ["201", "400"]
+    assert statuses == ["201", "201", "400"]
 
 
 def test_fhir_client_library_create_read_search_page(live):

@@ -67,7 +67,7 @@ def op(kind: str, fhirpath: str, value: dict | None = None, ans_form: bool = Fal
 @pytest.fixture
 def http(service):
     bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
-    with LiveServer(service) as live, httpx.Client(base_url=live.base, headers={"Accept": FHIR}) as c:
+    with LiveServer(service) as live, httpx.Client(base_url=live.base, headers={"Accept": FHIR}, timeout=60) as c:
         c.service = service
         yield c
 

@@ -67,7 +67,7 @@ def test_stale_flags_and_a_patch_shows_in_the_next_summary(loaded):
 
 
 def test_http_endpoints(loaded):
-    with LiveServer(loaded) as live, httpx.Client(base_url=live.url) as http:
+    with LiveServer(loaded) as live, httpx.Client(base_url=live.url, timeout=60) as http:
         r = http.get("/api/capacity/summary", params={"by": "department", "stale-after-hours": "1000000"})
         assert r.status_code == 200
         assert {g["key"]: g["beds"] for g in r.json()["groups"]} == {"44": 10, "78": 6, "35": 0}

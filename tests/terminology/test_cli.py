@@ -7,8 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from ror.cli.terminology import terminology_app
-from ror.fhir.service import FhirService
-from ror.settings import Settings
+from ror.store import bulk
 from ror.store.engine import make_engine
 from tests.validation.corpus import hs
 
@@ -26,8 +25,7 @@ def test_load_then_impact_lists_resources_using_retired_codes(tmp_path, monkeypa
     offer = hs()
     offer["characteristic"][-1]["coding"][0]["code"] = "06"  # care mode retired on 2021-03-26
     engine = make_engine(url)
-    FhirService(engine, Settings(database_url=url)).update("HealthcareService", "1234564",
-                                                           json.dumps(offer).encode(), "http://x/fhir")
+    bulk.upsert(engine, [offer])  # stored before the code was retired (a REST write would now be refused)
     engine.dispose()
     result = runner.invoke(terminology_app, ["impact", "--json"])
     assert result.exit_code == 0, result.output

@@ -18,17 +18,19 @@ CARE_MODE = {"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R213-Mode
                                    "TRE-R213-ModePriseEnCharge", "code": "40", "display": "Hospitalisation complète"}]}
 
 
+CARE_MODE_MISSING = {"severity": "error", "code": "required",
+                     "diagnostics": "Slice 'careMode' of HealthcareService.characteristic (modePriseEnCharge): "
+                                    "minimum required = 1, but only found 0",
+                     "expression": ["HealthcareService"]}
+
+
 def _issues(engine, resource):
     with engine.connect() as conn:
         return [i.to_fhir() for i in Validator().validate(resource, conn)]
 
 
 def test_healthcareservice_example_lacks_exactly_its_care_mode(stored):
-    assert _issues(stored, EXAMPLES["HealthcareService-1234564.json"]) == [{
-        "severity": "error", "code": "required",
-        "diagnostics": "Slice 'careMode' of HealthcareService.characteristic (modePriseEnCharge): "
-                       "minimum required = 1, but only found 0",
-        "expression": ["HealthcareService"]}]
+    assert _issues(stored, EXAMPLES["HealthcareService-1234564.json"]) == [CARE_MODE_MISSING]
 
 
 def test_healthcareservice_example_with_its_care_mode_conforms(stored):
@@ -40,6 +42,13 @@ def test_healthcareservice_example_with_its_care_mode_conforms(stored):
 @pytest.mark.parametrize("name", ["Location-ror-location-exemple.json", "Task-ror-task-exemple.json"])
 def test_other_examples_conform(stored, name):
     assert _issues(stored, EXAMPLES[name]) == []
+
+
+def test_examples_keep_their_verdict_without_a_connection():
+    """No database: the bundled NOS set recognises the slices and checks the bindings all the same."""
+    verdicts = {name: [i.to_fhir() for i in Validator().validate(res, None)] for name, res in EXAMPLES.items()}
+    assert verdicts == {"HealthcareService-1234564.json": [CARE_MODE_MISSING],
+                        "Location-ror-location-exemple.json": [], "Task-ror-task-exemple.json": []}
 
 
 def test_organization_used_as_target_conforms(stored):

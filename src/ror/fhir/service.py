@@ -358,10 +358,13 @@ class FhirService:
                 with _blame(i):
                     results[i] = self._entry(conn, entries[i], i, base, ids, caller, deferred)
                 written.append((i, deferred))
-            for i, resources in written:  # empty unless validate_writes
+            # Validated once all entries are written, so that entries may reference one another;
+            # one reference look-up for the whole Bundle. Empty unless validate_writes.
+            pending = [(i, res) for i, resources in written for res in resources]
+            outcomes = self.validator.validate_many([res for _, res in pending], conn)
+            for (i, _), issues in zip(pending, outcomes, strict=True):
                 with _blame(i):
-                    for res in resources:
-                        raise_if_errors(self.validator.validate(res, conn))
+                    raise_if_errors(issues)
         return Response(200, _response_bundle("transaction-response", results))
 
     def _batch(self, entries: list, base: str, caller: Caller) -> Response:

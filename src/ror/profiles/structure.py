@@ -138,6 +138,17 @@ def _root(type_name: str) -> Node:
     return root
 
 
+@cache
+def datatype(type_name: str) -> Node:
+    """The unconstrained R4 definition of a data type, shared (read only).
+
+    A choice the profiles leave open (``value[x]`` of an extension the IG does not define, such as the
+    INSEE code of a French address or the core ``organization-period``) has no children of its own: its
+    value is checked against the R4 type its JSON key names (``valueCoding`` -> Coding).
+    """
+    return _root(type_name)
+
+
 def _type_name(ref: str) -> str:
     return ref.rstrip("/").rsplit("/", 1)[-1]
 

@@ -7,13 +7,20 @@
   formats (date, dateTime, code, id, integer ranges...);
 - cardinalities of elements and of slices, fixed values and patterns;
 - slices: by extension url, by ``coding.system`` (a slice bound to a value set holds the codings of
-  that value set's code systems), by a sub-extension's value, by pattern (``type``, ``id``);
+  that value set's code systems; of the code system named like it when the value set is not shipped),
+  by a sub-extension's value, by pattern (``type``, ``id``);
 - required bindings: the code must be in the bound NOS value set and valid at the resource's date
   (``meta.lastUpdated``, else now); a code retired or dropped from the value set *after* that date is
   a warning, not an error, so re-sending an old record does not fail on a later NOS update;
-- extensions: each known extension is checked against its definition wherever it appears;
-- references: type allowed by the profile, and the target must exist in the store;
+- extensions: each known extension is checked against its definition wherever it appears, and the
+  value of one the IG does not define against the R4 data type its key names;
+- references: type allowed by the profile, and the target must exist in the store (``validate_many``:
+  one look-up for a whole batch);
 - identifiers: FINESS, SIREN/SIRET, RPPS, idNat_PS, idNatStruct formats and check keys.
+
+NOS tables are read from the database, and from the set shipped with ROR national for any table the
+database does not hold (``ror.terminology.bundled``): a fresh database, or no connection at all, gives
+the verdict a database loaded with that set gives.
 
 Each issue carries a severity, an OperationOutcome issue code, an English message naming the ROR
 element (and the ME attribute when the IG maps it) and the FHIRPath of the faulty element.
@@ -27,17 +34,18 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, tuple_
 
 from ror.errors import Issue, UnprocessableResource
 from ror.profiles.identifiers import CHECKS
-from ror.profiles.structure import PRIMITIVES, Node, compile_profiles
+from ror.profiles.structure import PRIMITIVES, Node, compile_profiles, datatype
 from ror.store.schema import resource as resource_table
-from ror.terminology.cache import Terminology, ValueSetView, validity
+from ror.terminology.bundled import bundled
+from ror.terminology.cache import CodeSystemView, Terminology, ValueSetView, validity
 from ror.terminology.nos import NOS_BASE, canonical_name, canonical_url
 
-_EXISTS = select(resource_table.c.rid).where(resource_table.c.rtype == bindparam("rtype"),
-                                             resource_table.c.rid.in_(bindparam("rids", expanding=True)))
+_EXISTS = select(resource_table.c.rtype, resource_table.c.rid).where(
+    tuple_(resource_table.c.rtype, resource_table.c.rid).in_(bindparam("keys", expanding=True)))
 ROR_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 STORED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
                           "Task"})
@@ -60,6 +68,8 @@ _FORMATS = {
 _CODED = frozenset({"code", "Coding", "CodeableConcept"})
 # Bindings checked: the NOS and ROR IG value sets. Core FHIR value sets (status codes...) are not shipped.
 _CHECKED_BINDINGS = (NOS_BASE, "https://interop.esante.gouv.fr/")
+_BY_ITSELF = [("value", "$this")]
+_EXTENSIONS = frozenset({"extension", "modifierExtension"})
 _INT_RANGE = {"integer": (-2**31, 2**31 - 1), "positiveInt": (1, 2**31 - 1), "unsignedInt": (0, 2**31 - 1)}
 
 
@@ -107,6 +117,15 @@ def _ext_slices(node: Node) -> dict[str, int]:
     return m
 
 
+def _sub_extension(node: Node, url: str) -> Node | None:
+    """The slice of ``node``'s extensions that holds extension ``url`` (discriminator ``extension(url)``)."""
+    cache = node.__dict__.setdefault("_sub_extensions", {})
+    if url not in cache:
+        ext = node.children().get("extension")
+        cache[url] = next((x for x in ext.slices if x.profile == url), None) if ext is not None else None
+    return cache[url]
+
+
 def _label(node: Node) -> str:
     path = node.path
     return f"{path} ({node.short})" if node.short and node.short not in path else path
@@ -152,13 +171,14 @@ def _codings(value, type_code: str) -> list[tuple[int | None, dict]]:
 
 
 class _Run:
-    __slots__ = ("at", "conn", "issues", "refs")
+    __slots__ = ("at", "conn", "issues", "refs", "tables")
 
     def __init__(self, conn: Connection | None, at: str):
         self.conn = conn
         self.at = at
         self.issues: list[Issue] = []
         self.refs: list[tuple[str, str, tuple[str, ...]]] = []
+        self.tables: dict[str, ValueSetView | CodeSystemView | None] = {}  # URL -> view, for this resource
 
     def add(self, severity: str, code: str, text: str, expr: str) -> None:
         self.issues.append(Issue(severity, code, text, [expr]))
@@ -176,25 +196,58 @@ class Validator:
                  check_references: bool = True, local_timezone: str = "Europe/Paris"):
         self.profiles = compile_profiles()
         self.terminology = terminology or Terminology()
+        self.fallback = bundled()
         self.strict = strict
         self.check_references = check_references
         self._tz = ZoneInfo(local_timezone)
 
     def validate(self, resource: dict, conn: Connection | None) -> list[Issue]:
         """Every issue of ``resource`` (errors, warnings, information), in document order."""
+        return self.validate_many([resource], conn)[0]
+
+    def validate_many(self, resources: list[dict], conn: Connection | None) -> list[list[Issue]]:
+        """The issues of each resource, as ``validate`` gives them, with one store look-up for the references
+        of the whole batch (a transaction's entries, a feed batch) instead of one per resource."""
         if not self.strict:
-            return []
-        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
-        root = self.profiles.by_type.get(rtype) if isinstance(rtype, str) else None
-        if root is None:
-            return [Issue("error", "not-supported", f"No ROR profile for resource type '{rtype}' "
-                          f"(profiled: {', '.join(sorted(self.profiles.by_type))})", [str(rtype)])]
-        run = _Run(conn, self._resource_date(resource))
-        self._object(root, resource, rtype, run, rtype)
-        self._identifiers(resource, rtype, run)
-        if self.check_references and conn is not None and run.refs:
-            self._resolve(resource, run)
-        return run.issues
+            return [[] for _ in resources]
+        out: list[list[Issue]] = []
+        pending: list[tuple[_Run, dict[tuple[str, str], list[str]]]] = []
+        for resource in resources:
+            rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+            root = self.profiles.by_type.get(rtype) if isinstance(rtype, str) else None
+            if root is None:
+                out.append([Issue("error", "not-supported", f"No ROR profile for resource type '{rtype}' "
+                                  f"(profiled: {', '.join(sorted(self.profiles.by_type))})", [str(rtype)])])
+                continue
+            run = _Run(conn, self._resource_date(resource))
+            self._object(root, resource, rtype, run, rtype)
+            self._identifiers(resource, rtype, run)
+            if self.check_references and conn is not None and run.refs:
+                pending.append((run, self._references(resource, run)))
+            out.append(run.issues)
+        if pending:
+            found = _existing(conn, {key for _, wanted in pending for key in wanted})
+            for run, wanted in pending:
+                for key, exprs in wanted.items():
+                    if key not in found:
+                        for expr in exprs:
+                            run.add("error", "not-found", f"{expr}: {key[0]}/{key[1]} does not exist in ROR national",
+                                    expr)
+        return out
+
+    def _value_set(self, run: _Run, url: str) -> ValueSetView | None:
+        """The database's version of a table, else the bundled one: the verdict must not depend on whether
+        ``ror terminology load`` ran (a fresh database, or ``$validate`` without a connection)."""
+        if url not in run.tables:
+            vs = self.terminology.value_set(run.conn, url) if run.conn is not None else None
+            run.tables[url] = vs if vs is not None else self.fallback.value_set(None, url)
+        return run.tables[url]
+
+    def _code_system(self, run: _Run, url: str) -> CodeSystemView | None:
+        if url not in run.tables:
+            cs = self.terminology.code_system(run.conn, url) if run.conn is not None else None
+            run.tables[url] = cs if cs is not None else self.fallback.code_system(None, url)
+        return run.tables[url]
 
     def _resource_date(self, resource: dict) -> str:
         stamp = (resource.get("meta") or {}).get("lastUpdated") if isinstance(resource.get("meta"), dict) else None
@@ -276,13 +329,15 @@ class Validator:
         if len(entries) > 1:
             run.add("error", "structure", f"{expr} has several values for the choice {kid.name}[x]",
                     f"{expr}.{entries[1][0]}")
-        where = f"{expr}.{kid.name}[x]" if kid.is_choice else f"{expr}.{kid.name}"
-        self._cardinality(kid, len(items), where, expr, run)
-        if kid.slices or kid.name in ("extension", "modifierExtension"):
-            self._sliced(kid, items, where, expr, run)
-        else:
-            for sub, tcode, value in items:
-                self._value(kid, value, tcode, sub, run)
+        n, sliced = len(items), bool(kid.slices) or kid.name in _EXTENSIONS
+        if sliced or n < kid.min or (kid.max is not None and n > kid.max):  # the path is only built when needed
+            where = f"{expr}.{kid.name}[x]" if kid.is_choice else f"{expr}.{kid.name}"
+            self._cardinality(kid, n, where, expr, run)
+            if sliced:
+                self._sliced(kid, items, where, expr, run)
+                return
+        for sub, tcode, value in items:
+            self._value(kid, value, tcode, sub, run)
 
     def _primitive_companions_for(self, kid: Node, companions, expr: str, key: str, run: _Run) -> None:
         ext_node = kid.children().get("extension")
@@ -310,7 +365,7 @@ class Validator:
 
     # -- slicing -----------------------------------------------------------------------------------
     def _sliced(self, kid: Node, items: list, where: str, parent: str, run: _Run) -> None:
-        is_ext = kid.name in ("extension", "modifierExtension")
+        is_ext = kid.name in _EXTENSIONS
         assigned: dict[int, list] = {i: [] for i in range(len(kid.slices))}
         unmatched = []
         by_url = _ext_slices(kid) if is_ext else None
@@ -344,14 +399,15 @@ class Validator:
                 self._value(kid, value, tcode, sub, run)
 
     def _in_slice(self, parent: Node, s: Node, value, tcode: str, run: _Run) -> bool:
-        discs = parent.slicing.discriminators if parent.slicing else []
+        # Slices without a slicing come from a base profile that is not shipped (FrOrganization slices
+        # Organization.type): each slice is then told by its own pattern or value set.
+        discs = parent.slicing.discriminators if parent.slicing else _BY_ITSELF
         return bool(discs) and all(self._disc(s, value, tcode, path, run) for _, path in discs)
 
     def _disc(self, s: Node, value, tcode: str, path: str, run: _Run) -> bool:
         if path.startswith("extension("):
             url = path[len("extension("):-1]
-            sub = next((x for x in s.children()["extension"].slices if x.profile == url), None) \
-                if "extension" in s.children() else None
+            sub = _sub_extension(s, url)
             found = [e for e in (value.get("extension") or []) if isinstance(e, dict) and e.get("url") == url] \
                 if isinstance(value, dict) else []
             if sub is None:
@@ -363,7 +419,7 @@ class Validator:
             if expected is not None:
                 return any(_same(v, expected) for e in found for k, v in e.items() if k.startswith("value"))
             return bool(found) or sub.min == 0
-        segs = path.split(".")
+        segs = [] if path == "$this" else path.split(".")
         node: Node | None = s
         for i, seg in enumerate([*segs, None]):
             fixed = node.fixed if node.fixed is not None else node.pattern
@@ -378,16 +434,14 @@ class Validator:
                 break
         # No fixed value on the discriminator path: a slice bound to a value set holds the codings
         # of that value set's code systems (how the ROR slices characteristic, specialty, meta.tag).
-        if s.binding and run.conn is not None:
-            vs = self.terminology.value_set(run.conn, s.binding)
-            if vs is None:
-                return False
-            systems = vs.systems
+        if s.binding:
+            vs = self._value_set(run, s.binding)
+            systems = vs.systems if vs is not None else self.fallback.namesakes(s.binding)
             for _, c in _codings(value, tcode):
                 if c.get("system") in systems:
                     return True
-                if vs.by_oid and c.get("code") in vs.by_oid \
-                        and self.terminology.code_system(run.conn, c.get("system", "")) is None:
+                if vs is not None and vs.by_oid and c.get("code") in vs.by_oid \
+                        and self._code_system(run, c.get("system", "")) is None:
                     return True
         return False
 
@@ -414,7 +468,7 @@ class Validator:
                 run.add("error", "structure", f"{expr} must be a resource", expr)
             return
         else:
-            self._object(node, value, expr, run, tcode)
+            self._object(node if len(node.types) < 2 else datatype(tcode), value, expr, run, tcode)
             if tcode == "Extension" and isinstance(value, dict) and "extension" in value \
                     and any(k.startswith("value") for k in value):
                 run.add("error", "structure", f"{expr}: an extension has either a value[x] or extensions, not both",
@@ -447,10 +501,9 @@ class Validator:
 
     def _binding(self, node: Node, value, tcode: str, expr: str, run: _Run) -> None:
         codings = _codings(value, tcode)
-        if not codings or run.conn is None:
+        if not codings:
             return
-        term, conn = self.terminology, run.conn
-        vs = term.value_set(conn, node.binding)
+        vs = self._value_set(run, node.binding)
         vs_name = vs.name if vs else node.binding.rsplit("/", 1)[-1]
         what = _label(node)
 
@@ -459,7 +512,7 @@ class Validator:
 
         if vs is None:
             for i, c in codings:
-                cs = term.code_system(conn, c.get("system", "")) if c.get("system") else None
+                cs = self._code_system(run, c.get("system", "")) if c.get("system") else None
                 if cs is None:
                     run.add("information", "informational",
                             f"{what}: value set {vs_name} is not loaded; code '{c.get('code')}' of "
@@ -469,7 +522,7 @@ class Validator:
             return
         for i, c in codings:
             if self._member(vs, c):
-                cs = term.code_system(conn, c.get("system", "")) if c.get("system") else None
+                cs = self._code_system(run, c.get("system", "")) if c.get("system") else None
                 if cs is not None:
                     self._code_dates(cs, c, what, f"value set {vs.name}", sub(i), run, required=False)
                 return
@@ -530,7 +583,9 @@ class Validator:
                 run.add(found[0], "value", found[1], f"{rtype}.identifier[{i}].value")
 
     @staticmethod
-    def _resolve(resource: dict, run: _Run) -> None:
+    def _references(resource: dict, run: _Run) -> dict[tuple[str, str], list[str]]:
+        """The stored resources the references name ((type, id) -> FHIRPaths); malformed references, wrong
+        target types and unknown contained ids are reported at once."""
         wanted: dict[tuple[str, str], list[str]] = {}
         contained = {c.get("id") for c in resource.get("contained") or [] if isinstance(c, dict)}
         for expr, ref, targets in run.refs:
@@ -555,21 +610,16 @@ class Validator:
             if (rtype, rid) == (resource.get("resourceType"), resource.get("id")):
                 continue
             wanted.setdefault((rtype, rid), []).append(expr)
-        if not wanted:
-            return
-        keys = list(wanted)
-        by_type: dict[str, list[str]] = {}
-        for rtype, rid in keys:
-            by_type.setdefault(rtype, []).append(rid)
-        found = set()
-        for rtype, rids in by_type.items():  # one indexed look-up per target type (uq_resource_type_id)
-            for i in range(0, len(rids), 500):
-                found.update((rtype, rid) for rid in run.conn.execute(
-                    _EXISTS, {"rtype": rtype, "rids": rids[i:i + 500]}).scalars())
-        for key in keys:
-            if key not in found:
-                for expr in wanted[key]:
-                    run.add("error", "not-found", f"{expr}: {key[0]}/{key[1]} does not exist in ROR national", expr)
+        return wanted
+
+
+def _existing(conn: Connection, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (type, id) exist: one indexed look-up (uq_resource_type_id) per 500 keys."""
+    ordered = sorted(keys)
+    found: set[tuple[str, str]] = set()
+    for i in range(0, len(ordered), 500):
+        found.update(tuple(r) for r in conn.execute(_EXISTS, {"keys": ordered[i:i + 500]}))
+    return found
 
 
 def _short_json(value) -> str:

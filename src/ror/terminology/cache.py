@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter
 
 from sqlalchemy import Connection, select
 
@@ -140,39 +142,46 @@ class Terminology:
             return None
         rows = conn.execute(
             select(nos_concept.c.code, nos_concept.c.display, nos_concept.c.status, nos_concept.c.date_valid,
-                   nos_concept.c.date_end, nos_concept.c.date_updated, nos_concept.c.until_version,
-                   nos_version.c.version_date)
+                   nos_concept.c.date_end, nos_concept.c.date_updated, nos_version.c.version_date)
             .join(nos_version, nos_version.c.pk == nos_concept.c.since_version)
             .where(nos_concept.c.table_pk == t.pk).order_by(nos_concept.c.code, nos_concept.c.since_version)).all()
-        codes: dict[str, CodeInfo] = {}
-        start = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or rows[i].code != rows[start].code:
-                states = rows[start:i]
-                last = states[-1]
-                codes[last.code] = CodeInfo(last.display, last.status, _periods(states))
-                start = i
-        return CodeSystemView(url, t.name, t.version, codes)
+        return code_system_view(url, t.name, t.version, ((code, list(states)) for code, states in
+                                                         groupby(rows, key=attrgetter("code"))))
 
     def _load_vs(self, conn: Connection, url: str) -> ValueSetView | None:
         t = self._table(conn, url, "ValueSet")
         if t is None:
             return None
-        members: dict[tuple[str, str], str] = {}
-        removed: dict[tuple[str, str], str] = {}
-        by_oid: dict[str, str] = {}
         rows = conn.execute(select(nos_member.c.system, nos_member.c.code, nos_member.c.display,
                                    nos_member.c.until_version, nos_version.c.version_date)
                             .outerjoin(nos_version, nos_version.c.pk == nos_member.c.until_version)
                             .where(nos_member.c.vs_pk == t.pk).order_by(nos_member.c.pk))
-        for r in rows:
-            key = (r.system, r.code)
-            if r.until_version is None:
-                members[key] = r.display
-                if r.system.startswith("urn:oid:"):
-                    by_oid[r.code] = r.display
-            else:
-                removed[key] = r.version_date
-        for key in members:
-            removed.pop(key, None)
-        return ValueSetView(url, t.name, t.version, members, removed, by_oid, frozenset(s for s, _ in members))
+        return value_set_view(url, t.name, t.version,
+                              ((r.system, r.code, r.display, None if r.until_version is None else r.version_date)
+                               for r in rows))
+
+
+def code_system_view(url: str, name: str, version: str, histories) -> CodeSystemView:
+    """A code system from the (code, states) of each code, its states in version order (``nos_concept``
+    columns as attributes, plus the ``version_date`` of the version that opened the state)."""
+    return CodeSystemView(url, name, version, {code: CodeInfo(states[-1].display, states[-1].status, _periods(states))
+                                               for code, states in histories})
+
+
+def value_set_view(url: str, name: str, version: str, rows) -> ValueSetView:
+    """A value set from every member row in load order: (system, code, display, date of the version that
+    ended the row, or None while it is current)."""
+    members: dict[tuple[str, str], str] = {}
+    removed: dict[tuple[str, str], str] = {}
+    by_oid: dict[str, str] = {}
+    for system, code, display, ended_on in rows:
+        key = (system, code)
+        if ended_on is None:
+            members[key] = display
+            if system.startswith("urn:oid:"):
+                by_oid[code] = display
+        else:
+            removed[key] = ended_on
+    for key in members:
+        removed.pop(key, None)
+    return ValueSetView(url, name, version, members, removed, by_oid, frozenset(s for s, _ in members))

@@ -130,22 +130,25 @@ def _state(c: Concept) -> tuple:
     return (c.display, c.short_label, c.long_label, c.date_valid, c.date_end, "retired" if c.retired else "active")
 
 
-def _apply_concepts(conn: Connection, table_pk: int, version_pk: int, t: ParsedTable, change: TableChange) -> None:
-    cur = {r.code: r for r in conn.execute(select(nos_concept).where(
-        nos_concept.c.table_pk == table_pk, nos_concept.c.until_version.is_(None)))}
+def concept_changes(current: dict, t: ParsedTable, change: TableChange) -> tuple[list[str], list[dict]]:
+    """What version ``t`` of a code system does to the open states ``current`` (code -> row with the
+    ``nos_concept`` columns as attributes): the codes whose state it ends, and the states it opens (one
+    ``nos_concept`` row each, without table and version). Shared with the in-memory replay of
+    ``ror.terminology.bundled``, so both hold the same history."""
     seen: set[str] = set()
-    inserts, closes = [], []
+    ended: list[str] = []
+    opened: list[dict] = []
     for c in t.concepts:
         if c.code in seen:
             continue
         seen.add(c.code)
-        old = cur.get(c.code)
+        old = current.get(c.code)
         new = _state(c)
         if old is not None:
             before = (old.display, old.short_label, old.long_label, old.date_valid, old.date_end, old.status)
             if before == new:
                 continue
-            closes.append(old.pk)
+            ended.append(c.code)
             if old.status == "active" and new[5] == "retired":
                 change.retired.append(c.code)
             elif old.status == "retired" and new[5] == "active":
@@ -156,22 +159,28 @@ def _apply_concepts(conn: Connection, table_pk: int, version_pk: int, t: ParsedT
                 change.redated.append(c.code)
         else:
             change.added.append(c.code)
-        inserts.append({"table_pk": table_pk, "code": c.code, "display": c.display, "short_label": c.short_label,
-                        "long_label": c.long_label, "date_valid": c.date_valid, "date_end": c.date_end,
-                        "date_updated": c.date_updated, "status": new[5], "since_version": version_pk,
-                        "until_version": None})
-    for code, old in cur.items():
+        opened.append({"code": c.code, "display": c.display, "short_label": c.short_label,
+                       "long_label": c.long_label, "date_valid": c.date_valid, "date_end": c.date_end,
+                       "date_updated": c.date_updated, "status": new[5]})
+    for code, old in current.items():
         if code not in seen and old.status == "active":
             # NOS never deletes codes; a code missing from a newer export is treated as ended then.
-            closes.append(old.pk)
+            ended.append(code)
             change.removed.append(code)
-            inserts.append({"table_pk": table_pk, "code": code, "display": old.display,
-                            "short_label": old.short_label, "long_label": old.long_label,
-                            "date_valid": old.date_valid, "date_end": t.version_date, "date_updated": t.version_date,
-                            "status": "retired", "since_version": version_pk, "until_version": None})
-    _close(conn, nos_concept, closes, version_pk)
-    if inserts:
-        conn.execute(nos_concept.insert(), inserts)
+            opened.append({"code": code, "display": old.display, "short_label": old.short_label,
+                           "long_label": old.long_label, "date_valid": old.date_valid, "date_end": t.version_date,
+                           "date_updated": t.version_date, "status": "retired"})
+    return ended, opened
+
+
+def _apply_concepts(conn: Connection, table_pk: int, version_pk: int, t: ParsedTable, change: TableChange) -> None:
+    cur = {r.code: r for r in conn.execute(select(nos_concept).where(
+        nos_concept.c.table_pk == table_pk, nos_concept.c.until_version.is_(None)))}
+    ended, opened = concept_changes(cur, t, change)
+    _close(conn, nos_concept, [cur[code].pk for code in ended], version_pk)
+    if opened:
+        conn.execute(nos_concept.insert(), [{**row, "table_pk": table_pk, "since_version": version_pk,
+                                             "until_version": None} for row in opened])
 
 
 def _close(conn: Connection, table, pks: list[int], version_pk: int) -> None:
@@ -180,23 +189,29 @@ def _close(conn: Connection, table, pks: list[int], version_pk: int) -> None:
 
 
 def _resolve_systems(conn: Connection, t: ParsedTable, report: LoadReport) -> list[tuple[str, str, str]]:
-    """(system, code, display) of each value-set row; tabs rows name their code system by OID.
-
-    Some ANS exports carry a wrong OID on a few rows (e.g. TRE_R244 codes 93-112): when the named code
-    system does not hold the code but another code system of the same value set does, that one is used.
-    """
-    out = []
     oids = {m.source_oid for m in t.members if m.system is None and m.source_oid}
     by_oid: dict[str, str] = {}
     if oids:
         for r in conn.execute(select(nos_table.c.oid, nos_table.c.url).where(
                 nos_table.c.kind == "CodeSystem", nos_table.c.oid.in_(oids))):
             by_oid[r.oid] = r.url
-    candidates = sorted(set(by_oid.values()))
     codes_of: dict[str, set[str]] = {}
-    for url in candidates:
+    for url in set(by_oid.values()):
         codes_of[url] = set(conn.execute(select(nos_concept.c.code).join(
             nos_table, nos_table.c.pk == nos_concept.c.table_pk).where(nos_table.c.url == url)).scalars())
+    return resolve_members(t, by_oid, codes_of, report)
+
+
+def resolve_members(t: ParsedTable, by_oid: dict[str, str], codes_of: dict[str, set[str]],
+                    report: LoadReport) -> list[tuple[str, str, str]]:
+    """(system, code, display) of each value-set row; tabs rows name their code system by OID (``by_oid``:
+    OID -> URL of the loaded code systems the rows name, ``codes_of``: URL -> every code it ever held).
+
+    Some ANS exports carry a wrong OID on a few rows (e.g. TRE_R244 codes 93-112): when the named code
+    system does not hold the code but another code system of the same value set does, that one is used.
+    """
+    out = []
+    candidates = sorted(set(by_oid.values()))
     for m in t.members:
         system = m.system
         if system is None:
@@ -216,31 +231,41 @@ def _resolve_systems(conn: Connection, t: ParsedTable, report: LoadReport) -> li
     return out
 
 
-def _apply_members(conn: Connection, vs_pk: int, version_pk: int, t: ParsedTable, change: TableChange,
-                   report: LoadReport) -> None:
-    cur = {(r.system, r.code): r for r in conn.execute(select(nos_member).where(
-        nos_member.c.vs_pk == vs_pk, nos_member.c.until_version.is_(None)))}
+def member_changes(current: dict, rows: list[tuple[str, str, str]],
+                   change: TableChange) -> tuple[list[tuple[str, str]], list[dict]]:
+    """What a value-set version (its resolved ``rows``) does to the open members ``current`` ((system, code)
+    -> row with a ``display``): the members it ends and the ``nos_member`` rows it opens (as
+    ``concept_changes`` for code systems)."""
     seen: set[tuple[str, str]] = set()
-    inserts, closes = [], []
-    for system, code, display in _resolve_systems(conn, t, report):
+    ended: list[tuple[str, str]] = []
+    opened: list[dict] = []
+    for system, code, display in rows:
         key = (system, code)
         if key in seen:
             continue
         seen.add(key)
-        old = cur.get(key)
+        old = current.get(key)
         if old is not None:
             if old.display == display:
                 continue
-            closes.append(old.pk)
+            ended.append(key)
             change.relabelled.append({"code": code, "from": old.display, "to": display})
         else:
             change.added.append(code)
-        inserts.append({"vs_pk": vs_pk, "system": system, "code": code, "display": display,
-                        "since_version": version_pk, "until_version": None})
-    for key, old in cur.items():
+        opened.append({"system": system, "code": code, "display": display})
+    for key in current:
         if key not in seen:
-            closes.append(old.pk)
+            ended.append(key)
             change.removed.append(key[1])
-    _close(conn, nos_member, closes, version_pk)
-    if inserts:
-        conn.execute(nos_member.insert(), inserts)
+    return ended, opened
+
+
+def _apply_members(conn: Connection, vs_pk: int, version_pk: int, t: ParsedTable, change: TableChange,
+                   report: LoadReport) -> None:
+    cur = {(r.system, r.code): r for r in conn.execute(select(nos_member).where(
+        nos_member.c.vs_pk == vs_pk, nos_member.c.until_version.is_(None)))}
+    ended, opened = member_changes(cur, _resolve_systems(conn, t, report), change)
+    _close(conn, nos_member, [cur[key].pk for key in ended], version_pk)
+    if opened:
+        conn.execute(nos_member.insert(), [{**row, "vs_pk": vs_pk, "since_version": version_pk,
+                                            "until_version": None} for row in opened])

@@ -41,7 +41,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
 
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
-    upgrade(make_engine(Settings.from_env().database_url))
+    settings = Settings.from_env()
+    upgrade(make_engine(settings.database_url))
+    if not settings.auth_required:
+        console.print("[yellow]trust space off (ROR_AUTH_REQUIRED=false): every caller has full access, the "
+                      "admin API included — keep this server on 127.0.0.1 (docs/security.md)[/yellow]")
     uvicorn.run("ror.bootstrap:app_factory", factory=True, host=host, port=port, workers=workers,
                 log_level="info", access_log=False)
 

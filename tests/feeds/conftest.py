@@ -12,10 +12,10 @@ from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
 from ror.store.schema import resource
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"  # shared/ lies beside the repository
-FINESS_SAMPLE = SHARED / "finess" / "etalab_small_20201231.csv"
-RPPS_SAMPLE = SHARED / "rpps" / "PS_LibreAcces_Personne_activite_small.txt"
-CSD_SAMPLE = SHARED / "platines" / "schematron-plugin-samples" / "reponse.xml"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"  # real samples, see SOURCES.md there
+FINESS_SAMPLE = SAMPLES / "etalab_small_20201231.csv"
+RPPS_SAMPLE = SAMPLES / "PS_LibreAcces_Personne_activite_small.txt"
+CSD_SAMPLE = SAMPLES / "reponse.xml"
 
 
 @pytest.fixture

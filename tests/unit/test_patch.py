@@ -10,7 +10,7 @@ import pytest
 from ror.errors import InvalidRequest, PatchError, PatchTargetNotFound
 from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
 
-EXAMPLES = Path("/work/shared/data/ror-ig-examples")
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "ror" / "data" / "examples"  # the IG examples, bundled
 ROR = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 CAPACITY = ROR + "ror-location-supported-capacity"
 HOUSE_NUMBER = "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-houseNumber"

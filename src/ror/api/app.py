@@ -21,6 +21,7 @@ from starlette.routing import Route
 from ror.access.trust import TrustSpace
 from ror.api.admin import admin_routes
 from ror.api.capacity import capacity_routes
+from ror.api.http import read_body
 from ror.api.security import SecureApp, secure
 from ror.api.terminology import terminology_routes
 from ror.errors import (
@@ -29,7 +30,6 @@ from ror.errors import (
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
-    PayloadTooLarge,
     RorError,
     UnsupportedMediaType,
 )
@@ -70,23 +70,10 @@ class FhirApi:
         return str(request.base_url).rstrip("/") + "/fhir"
 
     async def body(self, request: Request, allowed: tuple[str, ...] = _JSON_TYPES) -> bytes:
-        length = request.headers.get("content-length")
-        limit = self.settings.request_body_max_bytes
-        if length and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit}-byte limit")
         mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if mime not in allowed:
             raise UnsupportedMediaType(f"Content-Type '{mime or '(none)'}' is not accepted here; send {allowed[0]}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body exceeds the {limit}-byte limit")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw:
-            raise InvalidRequest("The request body is empty")
-        return raw
+        return await read_body(request, self.settings.request_body_max_bytes)
 
     @staticmethod
     def caller(request: Request) -> Caller:

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ror.errors import InvalidRequest, Issue, MethodNotAllowed, PayloadTooLarge, RorError
+from ror.api.http import read_body
+from ror.errors import InvalidRequest, Issue, MethodNotAllowed, RorError
 from ror.fhir.bundles import operation_outcome
 from ror.profiles.validation import Validator
 from ror.terminology import fhir as tfhir
@@ -63,23 +64,11 @@ def terminology_routes(engine, validator: Validator | None = None, body_max_byte
     def base(request: Request) -> str:
         return public_base_url.rstrip("/") if public_base_url else str(request.base_url).rstrip("/") + "/fhir"
 
-    async def read_body(request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > body_max_bytes:
-                raise PayloadTooLarge(f"Request body exceeds the {body_max_bytes}-byte limit")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw:
-            raise InvalidRequest("The request body is empty")
-        return raw
-
     async def params_of(request: Request) -> list[tuple[str, str]]:
         pairs = parse_qsl(request.url.query, keep_blank_values=True)
         if request.method == "POST":
             try:
-                pairs += _parameters(orjson.loads(await read_body(request)))
+                pairs += _parameters(orjson.loads(await read_body(request, body_max_bytes)))
             except orjson.JSONDecodeError as e:
                 raise InvalidRequest(f"The body is not valid JSON: {e}") from None
         return pairs
@@ -117,7 +106,7 @@ def terminology_routes(engine, validator: Validator | None = None, body_max_byte
         try:
             if request.method != "POST":
                 raise MethodNotAllowed(f"$validate takes POST with the resource as body, not {request.method}")
-            body = orjson.loads(await read_body(request))
+            body = orjson.loads(await read_body(request, body_max_bytes))
             if isinstance(body, dict) and body.get("resourceType") == "Parameters":
                 body = next((p.get("resource") for p in body.get("parameter") or []
                              if isinstance(p, dict) and p.get("name") == "resource"), None)

@@ -10,6 +10,7 @@ from functools import lru_cache
 from importlib import resources
 
 from ror.errors import Issue
+from ror.profiles.access import sub_extension
 from ror.profiles.searchparams import ROR
 
 CAPACITY_URL = ROR + "ror-location-supported-capacity"
@@ -35,15 +36,8 @@ def rules() -> Rules:
     return Rules(data["systems"], data["codes"], data["by_status"])
 
 
-def _sub(ext: dict, url: str) -> dict | None:
-    for e in ext.get("extension", ()):
-        if isinstance(e, dict) and e.get("url") == url:
-            return e
-    return None
-
-
 def sub_code(ext: dict, url: str) -> str | None:
-    e = _sub(ext, url)
+    e = sub_extension(ext, url)
     cc = e.get("valueCodeableConcept") if e else None
     for c in (cc or {}).get("coding", ()):
         if isinstance(c, dict) and c.get("code"):
@@ -60,7 +54,7 @@ def describe(key: tuple[str | None, ...]) -> str:
 
 
 def nb_capacity(ext: dict) -> int | None:
-    e = _sub(ext, "nbCapacity")
+    e = sub_extension(ext, "nbCapacity")
     value = e.get("valueInteger") if e else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -77,13 +71,13 @@ def check(ext: dict, expression: str = CAPACITY_EXPR) -> list[Issue]:
         bad(f"A capacity record is an extension with url {CAPACITY_URL}")
         return issues
     for dim in REQUIRED:
-        if _sub(ext, dim) is None:
+        if sub_extension(ext, dim) is None:
             bad(f"Capacity record without '{dim}' (1..1)", f".extension('{dim}')")
-    nb = _sub(ext, "nbCapacity")
+    nb = sub_extension(ext, "nbCapacity")
     if nb is not None and (nb_capacity(ext) is None or nb_capacity(ext) < 0):
         bad("nbCapacity must be a non-negative integer", ".extension('nbCapacity')")
     for dim, system in r.systems.items():
-        e = _sub(ext, dim)
+        e = sub_extension(ext, dim)
         if e is None:
             continue
         codings = [c for c in (e.get("valueCodeableConcept") or {}).get("coding", ()) if isinstance(c, dict)]
@@ -100,7 +94,7 @@ def check(ext: dict, expression: str = CAPACITY_EXPR) -> list[Issue]:
         bad(f"A capacity with status {status} ({r.codes['capacityStatus'][status]}) cannot have temporality "
             f"{temporality} (allowed: {', '.join(rule['temporalityCapacity'])})")
     for dim in ("genderCapacityAvailable", "capacityClosingType", "additionalBedType", "crisisType"):
-        present = _sub(ext, dim) is not None
+        present = sub_extension(ext, dim) is not None
         if rule[dim] == "required" and not present:
             bad(f"A capacity with status {status} ({r.codes['capacityStatus'][status]}) needs '{dim}'")
         if rule[dim] == "forbidden" and present:

@@ -116,6 +116,8 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
             counts = bulk.upsert(engine, accepted(), batch_size or settings.bulk_batch_size,
                                  on_batch=lambda done: progress.advance(task, sum(done.values())),
                                  keep_last_updated=keep_last_updated)
+            if counts["created"] + counts["updated"] > 10_000:
+                bulk.analyze(engine)
         except RorError as e:
             _fail(e.message)
     for r in rejected[:50]:

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ror.errors import InputFileError
+from ror.profiles.identifiers import luhn_ok
 
 REPLACEMENT = "\ufffd"  # what a wrong upstream decoding leaves where an accented letter was
 RECORD_TEXT_MAX = 4000  # characters of a raw record kept with its problem
@@ -132,16 +133,6 @@ def separator_error(path: Path, line: str, expected: str) -> InputFileError:
 
 
 # --- identifiers -------------------------------------------------------------------------------------
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
 
 _FINESS = re.compile(r"^[0-9][0-9AB][0-9]{7}$")
 

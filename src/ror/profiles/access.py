@@ -63,7 +63,8 @@ def _codes(cc) -> list[tuple[str | None, str]]:
     return [(c.get("system"), c.get("code")) for c in cc.get("coding", ()) if isinstance(c, dict)]
 
 
-def _sub(ext: dict, url: str):
+def sub_extension(ext: dict, url: str) -> dict | None:
+    """The sub-extension ``url`` of a complex extension."""
     for e in ext.get("extension", ()):
         if isinstance(e, dict) and e.get("url") == url:
             return e
@@ -71,7 +72,7 @@ def _sub(ext: dict, url: str):
 
 
 def _sub_code(ext: dict, url: str) -> str | None:
-    e = _sub(ext, url)
+    e = sub_extension(ext, url)
     codes = _codes(e.get("valueCodeableConcept")) if e else []
     return codes[0][1] if codes else None
 
@@ -87,7 +88,7 @@ def is_sensitive(hs: dict) -> bool:
 
 def capacity_mask(capacity: dict) -> int:
     status = _sub_code(capacity, "capacityStatus")
-    if status == STATUS_ADDITIONAL or _sub(capacity, "additionalBedType") is not None:
+    if status == STATUS_ADDITIONAL or sub_extension(capacity, "additionalBedType") is not None:
         return CAPACITY_ADDITIONAL
     return CAPACITY_INSTALLED if status == STATUS_INSTALLED else CAPACITY_ALL
 

@@ -31,7 +31,8 @@ ADELI_RANG = "https://adelirang.esante.gouv.fr"
 _FINESS_RE = re.compile(r"^(?:\d{2}|2A|2B)\d{7}$")
 
 
-def _luhn_ok(digits: str) -> bool:
+def luhn_ok(digits: str) -> bool:
+    """Luhn (mod 10) key check, the key of FINESS, SIREN/SIRET and RPPS numbers."""
     try:
         return luhn.is_valid(digits)
     except Exception:  # stdnum raises its own ValidationError subclasses on bad input
@@ -44,11 +45,11 @@ def check_finess(value: str) -> tuple[str, str] | None:
         return "error", (f"FINESS number '{value}' must have 9 characters: a département (2 digits, or 2A/2B) "
                          "then 7 digits")
     if value[:2] in ("2A", "2B"):
-        if not _luhn_ok("20" + value[2:]):
+        if not luhn_ok("20" + value[2:]):
             return "warning", (f"FINESS number '{value}': check key not verified for a Corsican number "
                                "(computed with 2A/2B read as 20, it does not match)")
         return None
-    if not _luhn_ok(value):
+    if not luhn_ok(value):
         return "error", f"FINESS number '{value}' has a wrong check key (Luhn)"
     return None
 
@@ -72,7 +73,7 @@ def check_siret(value: str) -> tuple[str, str] | None:
 def check_rpps(value: str) -> tuple[str, str] | None:
     if not re.fullmatch(r"\d{11}", value):
         return "error", f"RPPS number '{value}' must be 11 digits"
-    if not _luhn_ok(value):
+    if not luhn_ok(value):
         return "error", f"RPPS number '{value}' has a wrong check key (Luhn)"
     return None
 

@@ -40,3 +40,11 @@ def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
     if batch:
         flush()
     return totals
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh PostgreSQL's planner statistics after a large load: without them the planner chose
+    nested loops that made a geographic search take minutes (measured by benchmarks/run.py)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")

@@ -1,0 +1,676 @@
+"""National-scale performance harness (issue 7): load, reload, API latency and throughput, full walk, raw SQL floor.
+
+    .venv/bin/python benchmarks/run.py [--resources N] [--database sqlite|postgresql|both] [--quick]
+                                       [--seconds S] [--repeat R] [--seed S] [--output FILE]
+
+Data: ``ror generate`` (src/ror/generate) writes regional FHIR NDJSON extracts of about N resources (no dirty
+records), loaded with ``ror load --keep-last-updated`` (the bulk path) in a separate process pinned to core 0.
+The API server (uvicorn, one worker, ``ror.bootstrap:app_factory``) runs pinned to core 0; ``wrk`` (one thread)
+and this process are pinned to core 1. Each wrk measurement lasts ``--seconds`` and is repeated ``--repeat``
+times; the figures are the medians of the repeats. ``--quick`` (tiny scale, 1 s, one repeat) is what CI can run.
+Results go to benchmarks/RESULTS.md (``--quick``: a temporary file unless ``--output`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src")]
+
+LIVE_TX = 2**62
+PG_ADMIN = "postgresql://ror:ror@127.0.0.1:5432/postgres"
+FINESS = "https://finess.esante.gouv.fr"
+INCLUDES = ("_include=HealthcareService:organization&_include:iterate=Organization:partof"
+            "&_include=HealthcareService:location&_revinclude=PractitionerRole:service"
+            "&_include=PractitionerRole:practitioner")
+SERVER_CORE, CLIENT_CORE = "0", "1"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+
+LOADER = r"""
+import atexit, resource, sys
+atexit.register(lambda: print("BENCH-MAXRSS-KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))
+from ror.cli.main import app
+sys.argv = ["ror", "load", "--keep-last-updated", *sys.argv[1:]]
+app()
+"""
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": cpu, "free_g": free, "python": platform.python_version(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "loadavg": [os.getloadavg()]}
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# -- dataset ---------------------------------------------------------------------------------------
+
+def dataset(workdir: Path, resources: int, seed: int) -> tuple[list[Path], dict]:
+    out = workdir / f"data-{resources}-{seed}"
+    if not (out / "manifest.json").exists():
+        from datetime import date
+
+        from ror.generate.runner import generate
+        log(f"generating about {resources:,} resources (seed {seed}) into {out}")
+        generate(out, str(resources), seed, None, 2, 0.0, date(2026, 11, 2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = sorted((out / "fhir").glob("*/*.ndjson"))
+    return files, manifest
+
+
+# -- database --------------------------------------------------------------------------------------
+
+class Db:
+    def __init__(self, kind: str, workdir: Path):
+        self.kind = kind
+        if kind == "sqlite":
+            self.path = workdir / "bench.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            self.url = f"sqlite:///{self.path}"
+        else:
+            import psycopg
+            self.name = f"ror_bench_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+                c.execute(f"DROP DATABASE IF EXISTS {self.name}")
+                c.execute(f"CREATE DATABASE {self.name}")
+            self.url = f"postgresql://ror:ror@127.0.0.1:5432/{self.name}"
+
+    def connect(self):
+        if self.kind == "sqlite":
+            return sqlite3.connect(self.path)
+        import psycopg
+        return psycopg.connect(self.url, autocommit=True)
+
+    def q(self, conn, sql: str, params: tuple = ()) -> list[tuple]:
+        if self.kind == "postgresql":
+            sql = sql.replace("?", "%s")
+        cur = conn.execute(sql, params)
+        return cur.fetchall()
+
+    def drop(self):
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+        else:
+            import psycopg
+            with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+                c.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+def load(db: Db, files: list[Path]) -> dict:
+    t0 = time.perf_counter()
+    p = subprocess.run(["taskset", "-c", SERVER_CORE, sys.executable, "-c", LOADER, *map(str, files)],
+                       env={**ENV, "ROR_DATABASE_URL": db.url}, capture_output=True, text=True, timeout=7200)
+    seconds = time.perf_counter() - t0
+    text = re.sub(r"\s+", " ", p.stdout + p.stderr)
+    if p.returncode != 0:
+        raise SystemExit(f"load failed ({p.returncode}): {text[-2000:]}")
+    m = re.search(r"created (\d+), updated (\d+), unchanged (\d+), rejected (\d+)", text)
+    counts = dict(zip(("created", "updated", "unchanged", "rejected"), map(int, m.groups()), strict=True))
+    rss = int(re.search(r"BENCH-MAXRSS-KB (\d+)", text).group(1))
+    n = sum(counts[k] for k in ("created", "updated", "unchanged"))
+    return {**counts, "resources": n, "seconds": round(seconds, 2), "per_s": round(n / seconds),
+            "peak_rss_mb": round(rss / 1024), "loadavg": loadavg()}
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+def spread(rows: list, n: int) -> list:
+    if len(rows) <= n:
+        return rows
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]
+
+
+def scenarios(db: Db) -> dict[str, list[str]]:
+    """Request paths per scenario, taken from the loaded data so that searches match something."""
+    with db.connect() as c:
+        ids = [r[0] for r in db.q(c, "SELECT rid FROM resource WHERE rtype='HealthcareService' ORDER BY pk")]
+        near = db.q(c, f"""
+            SELECT DISTINCT sp.system, sp.code, cog.code
+            FROM idx_token st
+            JOIN idx_number nb ON nb.pk = st.pk AND nb.grp = st.grp AND nb.param = 'Location.nb-capacity'
+                 AND nb.value > 0 AND nb.until_tx = {LIVE_TX}
+            JOIN idx_token cog ON cog.pk = st.pk AND cog.param = 'Location.commune-cog' AND cog.until_tx = {LIVE_TX}
+            JOIN resource l ON l.pk = st.pk
+            JOIN idx_ref r ON r.param = 'HealthcareService.location' AND r.target_id = l.rid
+                 AND r.until_tx = {LIVE_TX}
+            JOIN idx_token sp ON sp.pk = r.pk AND sp.param = 'HealthcareService.specialty' AND sp.until_tx = {LIVE_TX}
+            WHERE st.param = 'Location.capacity-status' AND st.code = '02' AND st.until_tx = {LIVE_TX}
+            ORDER BY 3, 2""")
+        stamps = sorted(r[0] for r in db.q(c, "SELECT last_updated FROM resource WHERE rtype='HealthcareService'"))
+        egs = [r[0] for r in db.q(c, f"""
+            SELECT t.code FROM idx_token t
+            JOIN idx_ref p ON p.pk = t.pk AND p.param = 'Organization.partof' AND p.until_tx = {LIVE_TX}
+            WHERE t.param = 'Organization.identifier' AND t.system = ? AND t.until_tx = {LIVE_TX}
+            ORDER BY t.code""", (FINESS,))]
+        specialties = db.q(c, f"""
+            SELECT system, code FROM idx_token WHERE param = 'HealthcareService.specialty' AND until_tx = {LIVE_TX}
+            GROUP BY system, code ORDER BY count(*) DESC, code""")
+        names = sorted({r[0] for r in db.q(c, f"""
+            SELECT norm FROM idx_string WHERE param = 'HealthcareService.name' AND until_tx = {LIVE_TX}""")})
+    stamps = [str(s) for s in stamps]
+    dates = sorted({stamps[int(len(stamps) * f / 100)][:10] for f in range(10, 61, 5)})
+    prefixes = sorted({" ".join(n.split()[:2])[:14].strip() for n in names})
+    pairs = [(specialties[i], specialties[(i + 1 + i * 3) % len(specialties)])
+             for i in range(min(40, len(specialties)))]
+    tok = lambda s, c: quote(f"{s}|{c}", safe="")  # noqa: E731
+    return {
+        "read": [f"/fhir/HealthcareService/{quote(i)}" for i in spread(ids, 500)],
+        "near": [f"/fhir/HealthcareService?specialty={tok(s, c)}"
+                 f"&location.near-insee-code={quote(cog + '|15|km', safe='')}&location.capacity-status=02"
+                 "&location.nb-capacity=gt0" for s, c, cog in spread(near, 100)],
+        "delta": [f"/fhir/HealthcareService?_lastUpdated=ge{d}&_count=200&{INCLUDES}" for d in dates],
+        "above": [f"/fhir/HealthcareService?organization.identifier:above={tok(FINESS, e)}" for e in spread(egs, 100)],
+        "filter": ["/fhir/HealthcareService?_filter="
+                   + quote(f"specialty eq {a[0]}|{a[1]} or specialty eq {b[0]}|{b[1]}", safe="") for a, b in pairs],
+        "name": [f"/fhir/HealthcareService?name={quote(p, safe='')}" for p in spread(prefixes, 100)],
+    }
+
+
+TITLES = {
+    "read": "Read by id (`GET /HealthcareService/{id}`)",
+    "near": "IG search: specialty + `location.near-insee-code=COG|15|km` + capacity filters "
+            "(`location.capacity-status=02&location.nb-capacity=gt0`)",
+    "delta": "Delta sync: `_lastUpdated=ge…&_count=200` with the full include set",
+    "above": "Extraction: `organization.identifier:above=<EG FINESS>`",
+    "filter": "`_filter=specialty eq A or specialty eq B`",
+    "name": "Text search: `name=<prefix>`",
+}
+
+
+# -- server and load generator ---------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", "ror.bootstrap:app_factory", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", "--log-level", "warning",
+             "--no-access-log"], env={**ENV, "ROR_DATABASE_URL": url})
+        for _ in range(300):
+            try:
+                httpx.get(f"{self.base}/fhir/metadata", timeout=2)
+                return
+            except httpx.HTTPError:
+                if self.proc.poll() is not None:
+                    raise SystemExit("server exited") from None
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit("server did not start")
+
+    def vm(self) -> dict:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        get = lambda k: int(re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1)) // 1024  # noqa: E731
+        return {"VmHWM_mb": get("VmHWM"), "VmRSS_mb": get("VmRSS")}
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used so far by the server process."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def warm(base: str, paths: list[str]) -> dict:
+    """One pass over the paths: all must answer 200; returns the median number of matches and entries."""
+    totals, entries, ms = [], [], []
+    with httpx.Client(base_url=base, timeout=120) as c:
+        for p in paths:
+            t0 = time.perf_counter()
+            r = c.get(p)
+            ms.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise SystemExit(f"{p} -> {r.status_code}: {r.text[:500]}")
+            body = r.json()
+            if body.get("resourceType") == "Bundle":
+                totals.append(sum(1 for e in body.get("entry", []) if e.get("search", {}).get("mode") == "match"))
+                entries.append(len(body.get("entry", [])))
+    out = {"paths": len(paths), "first_pass_median_ms": round(statistics.median(ms), 2)}
+    if totals:
+        out |= {"matches_on_page_median": statistics.median(totals), "matches_on_page_min": min(totals),
+                "entries_median": statistics.median(entries)}
+    return out
+
+
+def wrk(server: Server, paths: list[str], connections: int, seconds: float, tmp: Path) -> dict:
+    base = server.base
+    cpu0 = server.cpu_s()
+    listing = tmp / "paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    p = subprocess.run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+                        "--timeout", "30s", "-s", str(ROOT / "benchmarks/paths.lua"), base, "--", str(listing)],
+                       capture_output=True, text=True, timeout=seconds + 120)
+    line = [x for x in p.stdout.splitlines() if x.startswith("{")]
+    if not line:
+        raise SystemExit(f"wrk failed: {p.stdout}\n{p.stderr}")
+    out = json.loads(line[-1])
+    cpu = server.cpu_s() - cpu0
+    out["server_cpu_share"] = cpu / out["seconds"]  # 1.0 = the server had its core to itself and used it all
+    out["cpu_us_per_req"] = cpu * 1e6 / max(out["requests"], 1)
+    return out
+
+
+def median_runs(runs: list[dict]) -> dict:
+    keys = ("rps", "p50_us", "p95_us", "p99_us", "max_us", "server_cpu_share", "cpu_us_per_req")
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["non2xx"] = sum(r["non2xx"] for r in runs)
+    out["socket_errors"] = sum(r["socket_errors"] for r in runs)
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["repeats"] = len(runs)
+    if not any(r["requests"] for r in runs):  # every request outlasted the run: no latency measured
+        out |= {k: None for k in ("rps", "p50_us", "p95_us", "p99_us", "max_us")} | {"rps": 0}
+    out["rps_all"] = [round(r["rps"]) for r in runs]
+    return out
+
+
+# -- full walk -------------------------------------------------------------------------------------
+
+def walk(base: str, expected: int) -> dict:
+    seen: dict[str, int] = {}
+    pages = included = 0
+    url = f"{base}/fhir/HealthcareService?_count=200&{INCLUDES}"
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=300) as c:
+        for _ in range(expected // 200 + 20):  # bounded
+            r = c.get(url)
+            if r.status_code != 200:
+                raise SystemExit(f"walk: {url} -> {r.status_code}: {r.text[:300]}")
+            b = r.json()
+            pages += 1
+            for e in b.get("entry", []):
+                if e["search"]["mode"] == "match":
+                    rid = e["resource"]["id"]
+                    seen[rid] = seen.get(rid, 0) + 1
+                else:
+                    included += 1
+            url = next((ln["url"] for ln in b.get("link", []) if ln["relation"] == "next"), None)
+            if url is None:
+                break
+    seconds = time.perf_counter() - t0
+    dup = sum(1 for v in seen.values() if v > 1)
+    return {"seconds": round(seconds, 2), "pages": pages, "matches": sum(seen.values()), "distinct": len(seen),
+            "expected": expected, "duplicates": dup, "included": included,
+            "exactly_once": dup == 0 and len(seen) == expected and url is None,
+            "ms_per_page": round(seconds * 1000 / pages, 1)}
+
+
+# -- raw SQL floor ---------------------------------------------------------------------------------
+
+def floor(db: Db, paths: dict[str, list[str]], seconds: float) -> dict:
+    """The read-by-id and name-search queries straight against the tables with the DB driver."""
+    from urllib.parse import unquote
+    ids = [unquote(p.rsplit("/", 1)[1]) for p in paths["read"]]
+    prefixes = [unquote(p.split("name=", 1)[1]) for p in paths["name"]]
+    read_sql = "SELECT body FROM resource WHERE rtype = ? AND rid = ?"
+    # page of 200 current offers whose folded name starts with the prefix, bodies, and the total
+    name_sql = (f"SELECT r.rid, r.body FROM resource r WHERE r.pk IN (SELECT pk FROM idx_string "
+                f"WHERE param = 'HealthcareService.name' AND norm >= ? AND norm < ? AND until_tx = {LIVE_TX}) "
+                f"ORDER BY r.pk LIMIT 200")
+    count_sql = (f"SELECT count(DISTINCT pk) FROM idx_string WHERE param = 'HealthcareService.name' "
+                 f"AND norm >= ? AND norm < ? AND until_tx = {LIVE_TX}")
+    out = {}
+    with db.connect() as c:
+        def measure(fn, items):
+            lat = []
+            deadline = time.perf_counter() + seconds
+            i = 0
+            while time.perf_counter() < deadline and i < 10_000_000:
+                t0 = time.perf_counter()
+                fn(items[i % len(items)])
+                lat.append(time.perf_counter() - t0)
+                i += 1
+            lat.sort()
+            return {"ops": len(lat), "per_s": round(len(lat) / sum(lat)), "p50_us": round(lat[len(lat) // 2] * 1e6, 1),
+                    "p99_us": round(lat[int(len(lat) * 0.99)] * 1e6, 1)}
+
+        out["read"] = measure(lambda i: db.q(c, read_sql, ("HealthcareService", i)), ids)
+
+        def name(p):
+            rows = db.q(c, name_sql, (p, p + "\uffff"))
+            db.q(c, count_sql, (p, p + "\uffff"))
+            return rows
+        out["name"] = measure(name, prefixes)
+    return out
+
+
+# -- one database ----------------------------------------------------------------------------------
+
+def count(db: Db) -> dict:
+    with db.connect() as c:
+        types = dict(db.q(c, "SELECT rtype, count(*) FROM resource GROUP BY rtype"))
+        versions = db.q(c, "SELECT count(*) FROM resource_version")[0][0]
+    return {"types": types, "versions": versions}
+
+
+def bench(kind: str, files: list[Path], args, tmp: Path) -> dict:
+    db = Db(kind, tmp)
+    res: dict = {"database": kind}
+    server = None
+    try:
+        log(f"[{kind}] first load of {len(files)} files")
+        res["load"] = load(db, files)
+        before = count(db)
+        log(f"[{kind}] first load {res['load']['per_s']:,}/s; no-op reload")
+        res["reload"] = load(db, files)
+        after = count(db)
+        res["reload"] |= {"versions_before": before["versions"], "versions_after": after["versions"],
+                          "new_versions": after["versions"] - before["versions"]}
+        res["types"] = after["types"]
+        if kind == "postgresql":
+            # PostgreSQL plans from statistics that autovacuum gathers some time after a bulk load (or not, for
+            # small tables): without this, plans and figures depend on when the run starts. The bulk path does
+            # not ANALYZE (yet); SQLite has no automatic statistics and plans the same way every time.
+            with db.connect() as c:
+                t0 = time.perf_counter()
+                c.execute("ANALYZE")
+                res["analyze_s"] = round(time.perf_counter() - t0, 2)
+        paths = scenarios(db)
+        if args.quick:  # fewer distinct requests: the first pass over each list is not free
+            paths = {k: spread(v, 20) for k, v in paths.items()}
+        res["paths"] = {k: len(v) for k, v in paths.items()}
+        server = Server(db.url)
+        res["scenarios"] = {}
+        for name, ps in paths.items():
+            if not ps:
+                log(f"[{kind}] {name}: no request could be built from the data, skipped")
+                continue
+            s = {"warm": warm(server.base, ps)}
+            for conns in (1, 8):
+                runs = [wrk(server, ps, conns, args.seconds, tmp) for _ in range(args.repeat)]
+                s[f"c{conns}"] = median_runs(runs) | {"loadavg": loadavg()}
+            log(f"[{kind}] {name}: p50 {s['c1']['p50_us'] / 1000:.2f} ms, {s['c1']['rps']:.0f} req/s (1 conn), "
+                f"{s['c8']['rps']:.0f} req/s (8 conn)")
+            res["scenarios"][name] = s
+        hs = after["types"].get("HealthcareService", 0)
+        log(f"[{kind}] full walk of {hs:,} HealthcareServices")
+        res["walk"] = walk(server.base, hs) | {"loadavg": loadavg()}
+        log(f"[{kind}] raw SQL floor")
+        res["floor"] = floor(db, paths, args.seconds)
+        res["server_memory"] = server.vm()
+    finally:
+        if server:
+            server.stop()
+        db.drop()
+    return res
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits:
+        return f"{v:,.{digits}f}"
+    return f"{round(v):,}"
+
+
+def ms(us):
+    return "–" if us is None else f"{us / 1000:,.2f}"
+
+
+def render(results: list[dict], info: dict, args, manifest: dict) -> str:
+    dbs = [r["database"] for r in results]
+    by = {r["database"]: r for r in results}
+    head = "| measure | " + " | ".join(dbs) + " |\n|---|" + "---:|" * len(dbs) + "\n"
+
+    def row(label, fn):
+        return f"| {label} | " + " | ".join(fn(by[d]) for d in dbs) + " |\n"
+
+    total = manifest["resources"]["total"]
+    out = [f"# Performance results (issue 7)\n\n"
+           f"Produced by `.venv/bin/python benchmarks/run.py --resources {args.resources} --database {args.database}"
+           f"{' --quick' if args.quick else ''} --seconds {args.seconds} --repeat {args.repeat}` "
+           f"(see README.md, section Harness).\n\n"
+           f"## Machine and run\n\n"
+           f"- date: {info['date']}\n- CPU: {info['cpu']}, `nproc` = {info['nproc']}; Python {info['python']}\n"
+           f"- memory (`free -g`):\n\n```\n{info['free_g']}\n```\n"
+           f"- load average (1/5/15 min) at start: {info['loadavg'][0][0]:.2f} {info['loadavg'][0][1]:.2f} "
+           f"{info['loadavg'][0][2]:.2f}; at each measurement: in the tables. The machine is shared with other "
+           f"work, so figures are lower bounds.\n"
+           f"- placement: API server (uvicorn, 1 worker, uvloop + httptools) and the loader pinned to core 0 "
+           f"(`taskset -c 0`); `wrk` (1 thread) and the harness on core 1. PostgreSQL's own backend processes "
+           f"are not pinned (they share both cores with the rest).\n"
+           f"- each wrk figure: median of {args.repeat} runs of {args.seconds} s; every request path list cycles "
+           f"over many distinct URLs (benchmarks/paths.lua) so that no single cached row is measured.\n\n"
+           f"## Dataset\n\n"
+           f"Generated with `ror generate` (src/ror/generate, `runner.generate(OUT, '{args.resources}', "
+           f"seed={args.seed}, dirty=0)`): {total:,} resources in regional FHIR NDJSON extracts "
+           f"({len(manifest.get('regions', {})) or 'all'} regions), "
+           f"{manifest.get('capacity_records', 0):,} capacity records; loaded with `ror load --keep-last-updated "
+           f"fhir/*/*.ndjson`.\n\n"
+           f"| type | generated (manifest) | " + " | ".join(f"stored, {d}" for d in dbs) + " |\n|---|---:|"
+           + "---:|" * len(dbs) + "\n"]
+    for t in ("Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole"):
+        out.append(f"| {t} | {manifest['resources'].get(t, 0):,} | "
+                   + " | ".join(f"{by[d]['types'].get(t, 0):,}" for d in dbs) + " |\n")
+    out.append("\n## Load\n\n" + head)
+    out.append(row("first load: resources", lambda r: fmt(r["load"]["resources"])))
+    out.append(row("first load: wall time, end to end (process start, migrations, parse, write, indexes) s",
+                   lambda r: fmt(r["load"]["seconds"], 1)))
+    out.append(row("**first load: resources/s**", lambda r: f"**{fmt(r['load']['per_s'])}**"))
+    out.append(row("first load: peak RSS of the loading process (MB)", lambda r: fmt(r["load"]["peak_rss_mb"])))
+    out.append(row("no-op reload: wall time s", lambda r: fmt(r["reload"]["seconds"], 1)))
+    out.append(row("**no-op reload: resources/s**", lambda r: f"**{fmt(r['reload']['per_s'])}**"))
+    out.append(row("no-op reload: created / updated / unchanged",
+                   lambda r: f"{r['reload']['created']} / {r['reload']['updated']} / {r['reload']['unchanged']:,}"))
+    out.append(row("resource_version rows before → after reload (new versions)",
+                   lambda r: f"{r['reload']['versions_before']:,} → {r['reload']['versions_after']:,} "
+                             f"(**{r['reload']['new_versions']}**)"))
+    out.append(row("no-op reload: peak RSS (MB)", lambda r: fmt(r["reload"]["peak_rss_mb"])))
+    out.append(row("`ANALYZE` after the reload, s (harness step, PostgreSQL only: see run.py)",
+                   lambda r: fmt(r["analyze_s"], 1) if "analyze_s" in r else "–"))
+    out.append(row("load average during load / reload", lambda r: f"{r['load']['loadavg']} / {r['reload']['loadavg']}"))
+
+    for name, title in TITLES.items():
+        if not all(name in by[d].get("scenarios", {}) for d in dbs):
+            continue
+        out.append(f"\n## {title}\n\n" + head)
+        sc = lambda r, name=name: r["scenarios"][name]  # noqa: E731
+        out.append(row("distinct request paths cycled", lambda r, sc=sc: fmt(sc(r)["warm"]["paths"])))
+        if "matches_on_page_median" in sc(by[dbs[0]])["warm"]:
+            out.append(row("matches on the page (median / min)",
+                           lambda r, sc=sc: f"{sc(r)['warm']['matches_on_page_median']:g}"
+                                            f" / {sc(r)['warm']['matches_on_page_min']}"))
+            out.append(row("entries in the Bundle (median)",
+                           lambda r, sc=sc: f"{sc(r)['warm']['entries_median']:g}"))
+        for c in (1, 8):
+            out.append(row(f"{c} conn: p50 / p95 / p99 ms",
+                           lambda r, c=c, sc=sc: f"{ms(sc(r)[f'c{c}']['p50_us'])} / "
+                                                 f"{ms(sc(r)[f'c{c}']['p95_us'])} / {ms(sc(r)[f'c{c}']['p99_us'])}"))
+            out.append(row(f"**{c} conn: req/s** (runs)",
+                           lambda r, c=c, sc=sc: f"**{fmt(sc(r)[f'c{c}']['rps'])}** "
+                                                 f"({', '.join(map(str, sc(r)[f'c{c}']['rps_all']))})"))
+            out.append(row(f"{c} conn: server CPU per request ms (⇒ req/s per full core) / CPU share of its core",
+                           lambda r, c=c, sc=sc: f"{ms(sc(r)[f'c{c}']['cpu_us_per_req'])} "
+                                     f"(⇒ {fmt(1e6 / max(sc(r)[f'c{c}']['cpu_us_per_req'], 1))}) / "
+                                     f"{sc(r)[f'c{c}']['server_cpu_share']:.0%}"))
+            out.append(row(f"{c} conn: non-2xx / socket errors",
+                           lambda r, c=c, sc=sc: f"{sc(r)[f'c{c}']['non2xx']} / {sc(r)[f'c{c}']['socket_errors']}"))
+        out.append(row("load average after", lambda r, sc=sc: sc(r)["c8"]["loadavg"]))
+
+    out.append("\n## Full walk of all HealthcareServices with the include set (every `next` link, pages of 200)\n\n"
+               + head)
+    out.append(row("wall time s", lambda r: fmt(r["walk"]["seconds"], 1)))
+    out.append(row("pages / ms per page", lambda r: f"{r['walk']['pages']} / {r['walk']['ms_per_page']}"))
+    out.append(row("matches / distinct / expected / duplicates",
+                   lambda r: f"{r['walk']['matches']:,} / {r['walk']['distinct']:,} / {r['walk']['expected']:,} / "
+                             f"{r['walk']['duplicates']}"))
+    out.append(row("included resources", lambda r: fmt(r["walk"]["included"])))
+    out.append(row("**every match exactly once**", lambda r: "**yes**" if r["walk"]["exactly_once"] else "**NO**"))
+    out.append(row("extrapolated to 600,000 offers (3,000 pages at the same ms/page) min",
+                   lambda r: fmt(r["walk"]["ms_per_page"] * 3000 / 60000, 1)))
+
+    out.append("\n## Raw SQL floor (same query with the bare driver, sequential, core 1) and framework overhead\n\n"
+               + head)
+    for name, label in (("read", "read by id"), ("name", "name search (page of 200 bodies + count)")):
+        out.append(row(f"{label}: raw SQL p50 µs / ops/s",
+                       lambda r, name=name: f"{r['floor'][name]['p50_us']:,} / {r['floor'][name]['per_s']:,}"))
+        out.append(row(f"{label}: API p50 µs / req/s (1 conn)",
+                       lambda r, name=name: f"{r['scenarios'][name]['c1']['p50_us']:,} / "
+                                            f"{fmt(r['scenarios'][name]['c1']['rps'])}"))
+        out.append(row(f"**{label}: overhead ratio (API p50 / raw p50)**",
+                       lambda r, name=name: "**{:.1f}×**".format(
+                           r["scenarios"][name]["c1"]["p50_us"] / max(r["floor"][name]["p50_us"], 0.1))))
+
+    out.append("\n## API server memory\n\n" + head)
+    out.append(row("peak RSS of the server process, VmHWM (MB)", lambda r: fmt(r["server_memory"]["VmHWM_mb"])))
+    out.append(row("RSS at the end (MB)", lambda r: fmt(r["server_memory"]["VmRSS_mb"])))
+    out.append("\n" + targets(results, total))
+    out.append("\n## Not measured yet\n\n"
+               "- the side-by-side peer (`@medplum/fhir-router` in-memory repository under Node): out of scope of "
+               "this harness so far; issue 7 quotes ≈8,000 / ≈20,000 req/s for its reads, used above as the target;\n"
+               "- 2 API workers (only 1 here), the national scale itself (2.5M resources), bulk export (does not "
+               "exist yet), the FINESS/RPPS/CSD input paths of the generator (only the FHIR NDJSON extracts are "
+               "loaded here; `benchmarks/feeds.py` measures the FINESS import).\n")
+    return "".join(out)
+
+
+def targets(results: list[dict], total: int) -> str:
+    lines = [f"## Targets of issue 7 (measured at {total:,} resources, not the national 2.5M)\n\n"
+             "| target | " + " | ".join(r["database"] for r in results) + " |\n|---|" + "---|" * len(results) + "\n"]
+
+    def verdict(ok: bool, text: str) -> str:
+        return ("met: " if ok else "**missed**: ") + text
+
+    def add(label, fn):
+        lines.append(f"| {label} | " + " | ".join(fn(r) for r in results) + " |\n")
+
+    def sc(r, name, c=1):
+        return r["scenarios"][name][f"c{c}"]
+
+    def pct(value, target, unit=""):
+        return f"{value:,.0f}{unit} ({value / target:.1%} of the target)"
+
+    add("first load ≥ 20,000 resources/s",
+        lambda r: verdict(r["load"]["per_s"] >= 20000, pct(r["load"]["per_s"], 20000, "/s")))
+    add("no-op reload ≥ 50,000 resources/s, zero new versions",
+        lambda r: verdict(r["reload"]["per_s"] >= 50000 and r["reload"]["new_versions"] == 0,
+                          pct(r["reload"]["per_s"], 50000, "/s") + "; "
+                          + ("zero new versions" if r["reload"]["new_versions"] == 0
+                             else f"**{r['reload']['new_versions']} new versions**")))
+    add("read by id p50 < 1 ms (1 conn)",
+        lambda r: verdict(sc(r, "read")["p50_us"] < 1000, f"{ms(sc(r, 'read')['p50_us'])} ms"))
+    add("read by id ≥ 8,000 req/s (1 conn) / ≥ 20,000 (8 conn)",
+        lambda r: verdict(sc(r, "read")["rps"] >= 8000 and sc(r, "read", 8)["rps"] >= 20000,
+                          f"{pct(sc(r, 'read')['rps'], 8000)} / {pct(sc(r, 'read', 8)['rps'], 20000)}; "
+                          f"at most {1e6 / sc(r, 'read', 8)['cpu_us_per_req']:,.0f} req/s with a full core "
+                          f"(server CPU per request)"))
+    for name in ("near", "above", "filter", "name"):
+        add(f"IG search `{name}` p95 < 50 ms (1 conn; 8 conn)",
+            lambda r, name=name: verdict((sc(r, name)["p95_us"] or 1e12) < 50000,
+                                         f"{ms(sc(r, name)['p95_us'])} ms; {ms(sc(r, name, 8)['p95_us'])} ms"))
+    add("delta sync page of 200 with includes p95 < 150 ms (1 conn; 8 conn)",
+        lambda r: verdict((sc(r, "delta")["p95_us"] or 1e12) < 150000,
+                          f"{ms(sc(r, 'delta')['p95_us'])} ms; {ms(sc(r, 'delta', 8)['p95_us'])} ms"))
+    add("full walk of all HealthcareServices < 5 min (judged on the extrapolation to 600k offers)",
+        lambda r: verdict(r["walk"]["ms_per_page"] * 3000 / 1000 < 300,
+                          f"{r['walk']['seconds']:,.1f} s here; {r['walk']['ms_per_page'] * 3000 / 60000:,.1f} min "
+                          f"extrapolated"))
+    add("API process < 2 GiB RSS",
+        lambda r: verdict(r["server_memory"]["VmHWM_mb"] < 2048, f"{r['server_memory']['VmHWM_mb']:,} MB (VmHWM)"))
+    return "".join(lines)
+
+
+MARK = "<!-- hand-written analysis below: kept when the report is rewritten -->"
+
+
+def write(output: Path, text: str) -> None:
+    """Write the report, keeping anything written by hand after MARK in the previous one."""
+    kept = ""
+    if output.exists() and MARK in (old := output.read_text()):
+        kept = old[old.index(MARK):]
+    output.write_text(text + "\n" + (kept or MARK + "\n"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resources", type=int, default=20000)
+    ap.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
+    ap.add_argument("--quick", action="store_true", help="tiny scale, 1 s per measurement, one repeat (CI)")
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workdir", default="", help="keeps the generated data between runs (default: temporary)")
+    ap.add_argument("--output", default="")
+    ap.add_argument("--render", default="", metavar="RESULTS_JSON",
+                    help="only rewrite the report from the results.json of an earlier run (same options)")
+    args = ap.parse_args()
+    if args.quick:
+        args.resources, args.seconds, args.repeat = min(args.resources, 1000), 1, 1
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        raise SystemExit("needs wrk and taskset (Debian packages wrk, util-linux)")
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        data = Path(args.render).parent / f"data-{args.resources}-{args.seed}"
+        manifest = json.loads((data / "manifest.json").read_text())
+        output = Path(args.output) if args.output else ROOT / "benchmarks/RESULTS.md"
+        write(output, render(saved["results"], saved["machine"], args, manifest))
+        return
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    info = machine()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ror-bench-") as t:
+        tmp = Path(t)
+        workdir = Path(args.workdir) if args.workdir else tmp
+        workdir.mkdir(parents=True, exist_ok=True)
+        files, manifest = dataset(workdir, args.resources, args.seed)
+        kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+        results = [bench(k, files, args, tmp) for k in kinds]
+        if args.workdir:  # raw figures, for whoever wants more than the tables (and for --render)
+            (workdir / "results.json").write_text(json.dumps({"machine": info, "results": results}, indent=1,
+                                                             default=str))
+        text = render(results, info, args, manifest)
+        output = Path(args.output) if args.output else (
+            tmp / "RESULTS.md" if args.quick else ROOT / "benchmarks/RESULTS.md")
+        write(output, text)
+        if args.quick and not args.output:
+            print(text)
+        log(f"done in {time.perf_counter() - started:,.0f} s -> {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ror.cli.apps import apps_app
 from ror.cli.capacity import capacity_app
 from ror.cli.feeds import import_app
+from ror.cli.generate import generate
 from ror.cli.terminology import terminology_app
 from ror.errors import RorError
 from ror.settings import Settings
@@ -24,6 +25,7 @@ app.add_typer(terminology_app, name="terminology")
 app.add_typer(import_app, name="import")
 app.add_typer(capacity_app, name="capacity")
 app.add_typer(apps_app, name="apps")
+app.command("generate")(generate)
 console = Console(stderr=True)
 
 

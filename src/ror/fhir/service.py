@@ -183,7 +183,8 @@ class FhirService:
             s = repository.read(conn, rtype, rid) if version is None else \
                 repository.read_version(conn, rtype, rid, version)
             s = self._seen(conn, caller, rtype, rid, [s])[0]
-        return Response(200, s.body, version_headers(s.version, s.last_updated), s.last_updated)
+        return Response(200, s.body, {**version_headers(s.version, s.last_updated), AUDIT_HEADER: f"{rtype}=1"},
+                        s.last_updated)
 
     def history(self, rtype: str, rid: str, base: str, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)
@@ -329,6 +330,7 @@ class FhirService:
             body = repository.read(conn, w.rtype, w.rid).body
         headers = version_headers(w.version, w.last_updated)
         headers["Location"] = f"{base}/{w.rtype}/{w.rid}/_history/{w.version}"
+        headers[AUDIT_HEADER] = f"{w.rtype}=1"
         return Response(status, body, headers, w.last_updated)
 
     # -- Bundles --------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from ror.feeds.model import (
     Problem,
     Record,
     concept,
+    file_head,
     finess_problem,
     key,
     nos_code,
@@ -123,13 +124,7 @@ class FinessFeed(Feed):
     closable = frozenset({"ej", "eg"})
 
     def read(self, path: Path) -> Iterator[Record | Problem]:
-        try:
-            with path.open("rb") as f:
-                head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        except OSError as e:
-            raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
-        if not head:
-            raise InputFileError(f"{path}: the file is empty")
+        head = file_head(path)
         if head[:1] in (b"{", b"["):
             from ror.feeds.finess_json import read_structures
             yield from read_structures(self, path)

@@ -198,3 +198,15 @@ def coding(table: str, code: str) -> dict:
 
 def concept(table: str, code: str) -> dict:
     return {"coding": [coding(table, code)]}
+
+
+def file_head(path: Path) -> bytes:
+    """The first bytes of a feed file, BOM and leading blanks removed, to tell its format."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
+    if not head:
+        raise InputFileError(f"{path}: the file is empty")
+    return head

@@ -21,7 +21,7 @@ import orjson
 
 from ror.errors import InputFileError
 from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
-from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, key, luhn_ok, nos_code, ref
+from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, file_head, key, luhn_ok, nos_code, ref
 from ror.profiles.searchparams import RESOURCE_TYPES
 from ror.store.repository import REGION_SYSTEM
 
@@ -52,13 +52,7 @@ class RegionalFeed(Feed):
         return key(f"urn:ror:feed:region:{self.region}:{rtype}", rid)
 
     def read(self, path: Path) -> Iterator[Record | Problem]:
-        try:
-            with path.open("rb") as f:
-                head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        except OSError as e:
-            raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
-        if not head:
-            raise InputFileError(f"{path}: the file is empty")
+        head = file_head(path)
         if head[:1] == b"<":
             from ror.feeds.csd import read_csd
             yield from read_csd(self, path)

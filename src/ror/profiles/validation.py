@@ -272,8 +272,9 @@ class Validator:
                 base = key[1:]
                 if base not in keymap and base not in obj:
                     run.add("error", "structure", f"Unknown element '{key}' in {expr}", f"{expr}.{key}")
-                elif base not in obj:
-                    self._primitive_companions(node, keymap.get(base), None, value, expr, key, run)
+                elif base not in obj and keymap.get(base) is not None:
+                    # ``_line`` without ``line``: only the id/extensions of the primitive values
+                    self._primitive_companions_for(node.children()[keymap[base][0]], value, expr, base, run)
                 continue
             hit = keymap.get(key)
             if hit is None:
@@ -290,27 +291,6 @@ class Validator:
         for kid in _required(node):
             if kid.name not in groups:
                 self._element(kid, [], obj, expr, run)
-
-    def _primitive_companions(self, node: Node, hit, values, companions, expr: str, key: str, run: _Run) -> None:
-        """``_line`` and friends: the id/extensions of primitive values, checked as an Element."""
-        if hit is None:
-            return
-        kid = node.children()[hit[0]]
-        items = companions if isinstance(companions, list) else [companions]
-        for i, comp in enumerate(items):
-            if comp is None:
-                continue
-            sub = f"{expr}.{key}[{i}]" if isinstance(companions, list) else f"{expr}.{key}"
-            if not isinstance(comp, dict):
-                run.add("error", "structure", f"{sub} must be a JSON object", sub)
-                continue
-            for k in comp:
-                if k not in ("id", "extension"):
-                    run.add("error", "structure", f"Unknown element '{k}' in {sub}", f"{sub}.{k}")
-            if "extension" in comp:
-                ext_node = kid.children().get("extension")
-                if ext_node is not None:
-                    self._element(ext_node, [("extension", "Extension", comp["extension"])], comp, sub, run)
 
     def _element(self, kid: Node, entries: list, obj: dict, expr: str, run: _Run) -> None:
         items: list[tuple[str, str, object]] = []  # (expression, type, value)
@@ -340,6 +320,7 @@ class Validator:
             self._value(kid, value, tcode, sub, run)
 
     def _primitive_companions_for(self, kid: Node, companions, expr: str, key: str, run: _Run) -> None:
+        """``_line`` and friends: the id/extensions of primitive values, checked as an Element."""
         ext_node = kid.children().get("extension")
         items = companions if isinstance(companions, list) else [companions]
         for i, comp in enumerate(items):

@@ -25,6 +25,7 @@ the part sends new ones as ``_valueX``.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -356,9 +357,12 @@ class _Evaluator:
             result = _equal(self.eval(tree[1], focus), self.eval(tree[2], focus))
             return [_Node(not result[0].value)] if tag == "ne" and result else result
         if tag in ("and", "or"):
-            left, right = _truth(self.eval(tree[1], focus)), _truth(self.eval(tree[2], focus))
             decisive = tag == "or"  # the value that settles the result whatever the other side
-            if decisive in (left, right):
+            left = _truth(self.eval(tree[1], focus))
+            if left is decisive:  # short-circuit: a capacity path's where() tests url first (profiled)
+                return [_Node(decisive)]
+            right = _truth(self.eval(tree[2], focus))
+            if right is decisive:
                 return [_Node(decisive)]
             return [] if left is None or right is None else [_Node(not decisive)]
         base = focus if tree[1] is None else self.eval(tree[1], focus, top)
@@ -474,7 +478,7 @@ def _parse_operation(param: Any, where: str, resource_type: str | None) -> _Oper
     try:
         if not path.strip() or len(path) > _MAX_PATH_LENGTH:
             raise ValueError("empty or too long")
-        tree = _Parser(path).parse()
+        tree = _parse_path(path)
         root = tree
         while root[0] in ("member", "index", "call", "type") and root[1] is not None:
             root = root[1]
@@ -496,6 +500,12 @@ def _parse_operation(param: Any, where: str, resource_type: str | None) -> _Oper
                 raise InvalidRequest(f"'{name}' must be a non-negative integer", expression=found[name][1])
             setattr(operation, name, number)
     return operation
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_path(path: str) -> tuple:
+    """Parsed once per distinct path: suppliers send the same few capacity paths all day."""
+    return _Parser(path).parse()
 
 
 def _control(part: dict, where: str, allowed: tuple[str, ...]) -> Any:

@@ -44,7 +44,8 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import WRITE, current_tx, writer_slot
+from ror.store.engine import WRITE, current_tx, dbapi_rows, writer_slot
+from ror.store.schema import LIVE_TX
 
 FHIR_JSON = "application/fhir+json"
 AUDIT_HEADER = "X-Ror-Audit"  # resource types and counts returned, for the trust space's audit trail
@@ -270,13 +271,16 @@ class FhirService:
     def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
         """The one resource a conditional write targets, looked up with full visibility: what the
         caller may write is decided by its write rights, not by its read profile."""
-        result = self.search_result(conn, rtype, [*pairs, ("_count", "2"), ("_total", "none")])
-        if not result.matches:
+        plan = self.plan(rtype, [*pairs, ("_count", "2"), ("_total", "none")], lenient=False)
+        rids = _by_token(conn, plan)
+        if rids is None:
+            rids = [m.rid for m in run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs)).matches]
+        if not rids:
             raise NotFound(f"No {rtype} matches {'&'.join(f'{k}={v}' for k, v in pairs)}", expression=rtype)
-        if len(result.matches) > 1:
+        if len(rids) > 1:
             raise MultipleMatches(f"Several {rtype} resources match {'&'.join(f'{k}={v}' for k, v in pairs)}; "
                                   "a conditional patch needs exactly one", expression=rtype)
-        return result.matches[0].rid
+        return rids[0]
 
     def _patcher(self, raw: bytes, content_type: str, rtype: str) -> Callable[[dict], dict]:
         mime = (content_type or "").split(";")[0].strip().lower()
@@ -436,6 +440,23 @@ def _fhirpath_patcher(rtype: str, parameters: dict) -> Callable[[dict], dict]:
     if rtype == "Location":
         return lambda res: capacity_protocol.apply_patch(res, parameters)
     return lambda res: apply_fhirpath_patch(res, parameters)
+
+
+_BY_TOKEN = (f"SELECT DISTINCT r.rid FROM idx_token t JOIN resource r ON r.pk = t.pk WHERE t.param = {{p}} "
+             f"AND t.code = {{p}} AND t.until_tx = {LIVE_TX} AND r.rtype = {{p}} LIMIT 2")
+
+
+def _by_token(conn: Connection, plan: SearchPlan) -> list[str] | None:
+    """The capacity protocol's ``PATCH Location?identifier=…`` (every bed update) as one indexed
+    lookup instead of a whole search (~6 ms of CPU, profiled). None when the query is anything
+    else than one plain token code: the search engine answers those."""
+    if len(plan.criteria) != 1 or plan.filters:
+        return None
+    c = plan.criteria[0]
+    if c.hops or c.modifier or c.param.type != "token" or c.param.code == "_id" or len(c.values) != 1 \
+            or set(c.values[0]) & {"|", "\\"}:
+        return None
+    return [rid for (rid,) in dbapi_rows(conn, _BY_TOKEN, (c.param.key, c.values[0], plan.rtype))]
 
 
 @contextmanager

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
 from ror.geo import haversine_km
-from ror.store.schema import LIVE_TX, tx_counter, tx_sequence
+from ror.store.schema import LIVE_TX, tx_sequence
 
 WRITE = {"ror_write": True}  # execution option: this transaction writes
 
@@ -73,22 +74,44 @@ def is_sqlite(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "sqlite"
 
 
+def _sql(conn: Connection, template: str) -> str:
+    return template.replace("{p}", "?" if conn.dialect.paramstyle == "qmark" else "%s")
+
+
+def dbapi_rows(conn: Connection, template: str, params: Sequence = ()) -> list[tuple]:
+    """Run a statement on the DBAPI cursor of ``conn`` (in its transaction), ``{p}`` marking each
+    parameter. The read and write hot paths use it: SQLAlchemy's statement handling, even for
+    ``exec_driver_sql``, cost more than these primary-key and index lookups themselves (profiled)."""
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(_sql(conn, template), params)
+        return cur.fetchall() if cur.description else []
+    finally:
+        cur.close()
+
+
+def dbapi_many(conn: Connection, template: str, rows: Sequence[Sequence]) -> None:
+    """``executemany`` of a statement on the DBAPI cursor of ``conn`` (see ``dbapi_rows``)."""
+    cur = conn.connection.cursor()
+    try:
+        cur.executemany(_sql(conn, template), rows)
+    finally:
+        cur.close()
+
+
 def next_tx(conn: Connection) -> int:
     """A new transaction number, strictly greater than every committed one."""
     if is_sqlite(conn):
-        return conn.execute(
-            tx_counter.update().where(tx_counter.c.id == 1)
-            .values(value=tx_counter.c.value + 1).returning(tx_counter.c.value)
-        ).scalar_one()
-    return conn.execute(tx_sequence.next_value()).scalar_one()
+        return dbapi_rows(conn, "UPDATE tx_counter SET value = value + 1 WHERE id = 1 RETURNING value")[0][0]
+    return dbapi_rows(conn, f"SELECT nextval('{tx_sequence.name}')")[0][0]
 
 
 def current_tx(conn: Connection) -> int:
     """The snapshot a search pins: the latest committed transaction (visible to this connection)."""
     if is_sqlite(conn):
-        return conn.execute(text("SELECT value FROM tx_counter WHERE id = 1")).scalar_one()
+        return dbapi_rows(conn, "SELECT value FROM tx_counter WHERE id = 1")[0][0]
     # Allocated-but-uncommitted numbers may be below this; see docs/search.md (paging).
-    return conn.execute(text("SELECT coalesce(max(tx), 0) FROM resource")).scalar_one()
+    return dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0]
 
 
-__all__ = ["LIVE_TX", "WRITE", "current_tx", "is_sqlite", "make_engine", "next_tx"]
+__all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_rows", "is_sqlite", "make_engine", "next_tx"]

@@ -338,6 +338,34 @@ def walk(base: str, expected: int) -> dict:
             "ms_per_page": round(seconds * 1000 / pages, 1)}
 
 
+def export_walk(base: str, expected: int) -> dict:
+    """The full offer as a Bulk Data export (offers + include set), kick-off to last file downloaded."""
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=600) as c:
+        r = c.get(f"{base}/fhir/$export?_type=HealthcareService&includeAssociatedData=_myCompleteExtract",
+                  headers={"Prefer": "respond-async"})
+        if r.status_code != 202:
+            raise SystemExit(f"export: kick-off -> {r.status_code}: {r.text[:300]}")
+        status = r.headers["content-location"]
+        while (r := c.get(status)).status_code == 202:
+            time.sleep(0.2)
+        if r.status_code != 200:
+            raise SystemExit(f"export: {status} -> {r.status_code}: {r.text[:300]}")
+        ready = time.perf_counter() - t0
+        lines: dict[str, int] = {}
+        size = 0
+        for out in r.json()["output"]:
+            with c.stream("GET", out["url"]) as f:
+                for chunk in f.iter_lines():
+                    lines[out["type"]] = lines.get(out["type"], 0) + 1
+                    size += len(chunk) + 1
+        c.delete(status)
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "ready_s": round(ready, 2), "resources": sum(lines.values()),
+            "offers": lines.get("HealthcareService", 0), "expected": expected, "mb": round(size / 1e6, 1),
+            "per_s": round(sum(lines.values()) / seconds) if seconds else None}
+
+
 # -- raw SQL floor ---------------------------------------------------------------------------------
 
 def floor(db: Db, paths: dict[str, list[str]], seconds: float) -> dict:
@@ -428,6 +456,8 @@ def bench(kind: str, files: list[Path], args, tmp: Path) -> dict:
         hs = after["types"].get("HealthcareService", 0)
         log(f"[{kind}] full walk of {hs:,} HealthcareServices")
         res["walk"] = walk(server.base, hs) | {"loadavg": loadavg()}
+        log(f"[{kind}] $export of the full offer")
+        res["export"] = export_walk(server.base, hs) | {"loadavg": loadavg()}
         log(f"[{kind}] raw SQL floor")
         res["floor"] = floor(db, paths, args.seconds)
         res["server_memory"] = server.vm()
@@ -543,6 +573,15 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
     out.append(row("**every match exactly once**", lambda r: "**yes**" if r["walk"]["exactly_once"] else "**NO**"))
     out.append(row("extrapolated to 600,000 offers (3,000 pages at the same ms/page) min",
                    lambda r: fmt(r["walk"]["ms_per_page"] * 3000 / 60000, 1)))
+
+    if all("export" in r for r in results):
+        out.append("\n## Full offer as a Bulk Data `$export` (offers + include set, as NDJSON files)\n\n" + head)
+        out.append(row("job done s / with downloads s",
+                       lambda r: f"{r['export']['ready_s']} / {r['export']['seconds']}"))
+        out.append(row("resources / offers (expected) / MB",
+                       lambda r: f"{r['export']['resources']:,} / {r['export']['offers']:,} "
+                                 f"({r['export']['expected']:,}) / {r['export']['mb']}"))
+        out.append(row("resources/s", lambda r: fmt(r["export"]["per_s"])))
 
     out.append("\n## Raw SQL floor (same query with the bare driver, sequential, core 1) and framework overhead\n\n"
                + head)

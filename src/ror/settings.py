@@ -26,6 +26,8 @@ class Settings:
     near_radius_max_km: float = 500.0
     # Validate every REST/transaction write against the ROR profiles (422 on error).
     validate_writes: bool = True
+    # Validate every resource a feed import writes (docs/feeds.md); off only for emergency loads.
+    validate_feeds: bool = True
     # Places whose capacities were not updated for longer are flagged stale (bed availability).
     capacity_stale_after_h: float = 24.0
     # Trust space (issue 6, docs/security.md). Off for the embedded dev server; on in tests and production.
@@ -37,8 +39,20 @@ class Settings:
     token_issuer: str = "urn:ror-national"
     token_ttl_s: int = 300
     token_key_max_age_s: int = 30 * 86_400  # the signing key is rotated when older than this
-    rate_limit_per_s: float = 17.0  # per application and worker process (national gateway: 17 calls/s)
+    rate_limit_per_s: float = 17.0  # per application, all worker processes together (national gateway: 17 calls/s)
     rate_limit_burst: int = 17
+    # The buckets shared by the worker processes of a server (a 512 KiB memory-mapped file, relative paths
+    # from the working directory like the default database). Servers on other databases may share it.
+    rate_limit_file: str = "var/ratelimit.bin"
+    # Bulk Data $export (docs/export.md): files, expiry, background jobs per worker process.
+    export_dir: str = "var/export"
+    export_expiry_s: int = 86_400  # jobs and their files are deleted this long after they finish
+    export_max_jobs: int = 2  # exports running at once in one worker process; the others wait queued
+    export_file_max_resources: int = 100_000  # a type's output is split into files of at most this many
+    export_file_max_bytes: int = 256 * 1024 * 1024  # ... and about this size
+    export_batch_size: int = 1000  # resources read (as of the snapshot) per query
+    export_stale_after_s: int = 120  # a job whose process stopped refreshing it for longer is failed
+    export_retry_after_s: int = 2  # Retry-After of a poll while the job runs
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

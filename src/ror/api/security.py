@@ -264,13 +264,15 @@ class SecureApp:
                 raise InvalidRequest(f"Capacity PATCH calls must not carry the Ror-* headers (sent: "
                                      f"{', '.join(_DISPLAY[h] for h in sent)})", expression=[_DISPLAY[h] for h in sent])
             return
-        if call.rtype not in CONSULTED_TYPES or call.operation not in ("search-type", "read", "vread",
-                                                                       "history-instance"):
+        # A $export kick-off consults the whole offer (docs/export.md); polls and downloads serve its job.
+        export = call.operation == "operation" and call.path.rstrip("/") == "/fhir/$export"
+        if not export and (call.rtype not in CONSULTED_TYPES or call.operation not in ("search-type", "read", "vread",
+                                                                                        "history-instance")):
             return
         missing = [_DISPLAY[h] for h in ROR_HEADERS if h not in sent]
         if missing:
-            raise InvalidRequest(f"Missing header(s) {', '.join(missing)}: required when consulting {call.rtype}",
-                                 expression=missing)
+            raise InvalidRequest(f"Missing header(s) {', '.join(missing)}: required when consulting "
+                                 f"{call.rtype or 'the offer ($export)'}", expression=missing)
         wrong = [_DISPLAY[h] for h, attr in ROR_HEADERS.items() if headers[h] != getattr(app, attr)]
         if wrong:
             raise Forbidden(f"Header(s) {', '.join(wrong)} do not match the registration of application "

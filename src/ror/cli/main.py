@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ror.cli.apps import apps_app
 from ror.cli.capacity import capacity_app
+from ror.cli.export import export
 from ror.cli.feeds import import_app
 from ror.cli.generate import generate
 from ror.cli.terminology import terminology_app
@@ -26,6 +27,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(capacity_app, name="capacity")
 app.add_typer(apps_app, name="apps")
 app.command("generate")(generate)
+app.command("export")(export)
 console = Console(stderr=True)
 
 

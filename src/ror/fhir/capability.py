@@ -63,7 +63,8 @@ def capability_statement(base: str) -> dict:
         "date": "2026-11-25",
         "publisher": "ROR national",
         "kind": "instance",
-        "instantiates": [f"{IG}/CapabilityStatement/ror-serveur|0.7.0"],
+        "instantiates": [f"{IG}/CapabilityStatement/ror-serveur|0.7.0",
+                         "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0"],
         "software": {"name": "ROR national", "version": __version__},
         "implementation": {"description": "ROR national FHIR server", "url": base},
         "fhirVersion": "4.0.1",
@@ -78,6 +79,14 @@ def capability_statement(base: str) -> dict:
                              "several do. Prefer: handling=lenient ignores unknown parameters with a warning.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                "documentation": "System-level Bulk Data export (IG §3.6): _type, _since, _typeFilter, "
+                                 "includeAssociatedData=_myCompleteExtract, _outputFormat (NDJSON; "
+                                 "application/fhir+json accepted as the national deviation, files are NDJSON). "
+                                 "Prefer: respond-async optional. Content filtered by the caller's access profile.",
+            }],
             "searchParam": [
                 {"name": "_count", "definition": "http://hl7.org/fhir/SearchParameter/Resource-count",
                  "type": "number"},

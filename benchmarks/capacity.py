@@ -1,9 +1,10 @@
 """Bed-availability update throughput: capacity PATCHes per second sustained against a real server
 process, and whether the very next search sees each change.
 
-    .venv/bin/python benchmarks/capacity.py [--places 2000] [--seconds 10] [--concurrency 8] [--database URL]
+    .venv/bin/python benchmarks/capacity.py [--places 2000] [--seconds 10] [--concurrency 8] [--workers 1]
+                                            [--database URL]
 
-The server (uvicorn, one worker) runs in its own process; this process is the load generator
+The server (uvicorn, ``--workers`` processes) runs in its own process; this process is the load generator
 (asyncio + httpx, loopback). Each PATCH is the supplier's conditional ``replace`` of one indicator
 of one place (``PATCH /fhir/Location?identifier={idNatStruct}/{id}``) with a new bed count; after
 every 50th PATCH the generator immediately searches ``Location?identifier=…&nb-capacity=<new>``
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--places", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1, help="API worker processes")
     ap.add_argument("--database", default="")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +105,7 @@ def main() -> None:
         port = 18000 + os.getpid() % 1000
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "ror.bootstrap:app_factory", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+             "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
             env={**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")})
         try:
             for _ in range(100):
@@ -116,7 +118,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(json.dumps({"database": url.split("://")[0], "places": args.places + 10, **result}, indent=1))
+    print(json.dumps({"database": url.split("://")[0], "workers": args.workers, "places": args.places + 10,
+                      **result}, indent=1))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ answered with a 500 OperationOutcome that carries no internal detail.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -39,6 +40,7 @@ from ror.fhir.capability import capability_statement
 from ror.fhir.rights import FULL_ACCESS, Caller
 from ror.fhir.service import FHIR_JSON, JSON_PATCH, FhirService
 from ror.fhir.service import Response as FhirResponse
+from ror.profiles.searchparams import RESOURCE_TYPES
 from ror.settings import Settings
 
 log = logging.getLogger("ror.api")
@@ -177,6 +179,48 @@ class FhirApi:
         return await self.run(request, lambda: self.service.bundle(raw, base, self.caller(request)))
 
 
+_READ_PATH = re.compile(r"/fhir/([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
+
+
+class FastReads:
+    """``GET [base]/{type}/{id}`` of the store's resources, straight to the service: the read is the
+    most frequent call and Starlette's routing (~40 route patterns tried) and threadpool hop cost more
+    than the read itself (profiled: 0.64 ms per read, of which the primary-key lookup ~0.1 ms). On
+    SQLite the read runs inline on the event loop (a local primary-key lookup, shorter than a
+    threadpool round trip); on PostgreSQL, which may wait on the network, in the threadpool.
+    Everything else goes to ``app``. The trust space wraps this, so reads are authorised and audited
+    exactly as before."""
+
+    def __init__(self, app, api: FhirApi):
+        self.app = app
+        self.api = api
+        self.inline = api.service.engine.dialect.name == "sqlite"
+
+    async def __call__(self, scope, receive, send) -> None:
+        m = _READ_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" \
+            and not scope.get("query_string") else None
+        if m is None or m[1] not in RESOURCE_TYPES:
+            await self.app(scope, receive, send)
+            return
+        rtype, rid = m[1], m[2]
+        caller = (scope.get("state") or {}).get("principal") or FULL_ACCESS
+        try:
+            accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+            if accept and not any(t in accept for t in ("json", "*/*", "application/*")):
+                raise NotAcceptable(f"This server answers in {FHIR_JSON}; Accept: {accept} cannot be served")
+            if self.inline:
+                r = self.api.service.read(rtype, rid, caller=caller)
+            else:
+                r = await run_in_threadpool(self.api.service.read, rtype, rid, None, caller)
+            status, body, headers = r.status, r.body, r.headers
+        except RorError as e:
+            status, body, headers = e.status, orjson.dumps(operation_outcome(e.issues)), e.headers or {}
+        raw = [(b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
 async def _not_found(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 405:
         return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
@@ -211,5 +255,5 @@ def create_app(service: FhirService, settings: Settings) -> SecureApp:
         Route("/fhir/{rtype}/{rid}", api.instance, methods=["GET", "PUT", "PATCH", "DELETE", "POST"]),
         Route("/fhir/{rtype}", api.type_level, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
     ]
-    return secure(Starlette(routes=routes, exception_handlers={HTTPException: _not_found, Exception: _server_error}),
-                  trust)
+    return secure(FastReads(Starlette(routes=routes, exception_handlers={HTTPException: _not_found,
+                                                                      Exception: _server_error}), api), trust)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ror.errors import Forbidden, NotFound
 from ror.store import repository
+from ror.store.engine import dbapi_rows
 from ror.store.indexer import parse_reference
-from ror.store.schema import LIVE_TX, idx_ref, resource
+from ror.store.schema import LIVE_TX
 
 _ESTABLISHMENT_SYSTEMS = ("https://finess.esante.gouv.fr", "urn:oid:1.2.250.1.71.4.2.2")
 _MAX_DEPTH = 6
@@ -39,6 +40,11 @@ class LocalCaller:
 
 
 FULL_ACCESS = LocalCaller()
+
+
+_OFFERS_AT_PLACE = ("SELECT r.body FROM resource r JOIN idx_ref i ON i.pk = r.pk WHERE "
+                    f"i.param = 'HealthcareService.location' AND i.until_tx = {LIVE_TX} "
+                    "AND i.target_type = 'Location' AND i.target_id = {p}")
 
 
 def _org_chain_keys(conn: Connection, org_id: str) -> set[str]:
@@ -89,10 +95,8 @@ def establishment_keys(conn: Connection, res: dict) -> set[str]:
         keys = set().union(*[_org_chain_keys(conn, o) for o in _ref_ids(res.get("managingOrganization"),
                                                                          "Organization")])
         # The offers that use the place (HealthcareService.location points at it).
-        offers = conn.execute(select(resource.c.body).join(idx_ref, idx_ref.c.pk == resource.c.pk).where(
-            idx_ref.c.param == "HealthcareService.location", idx_ref.c.until_tx == LIVE_TX,
-            idx_ref.c.target_type == "Location", idx_ref.c.target_id == res.get("id"))).scalars()
-        for body in offers:
+        offers = dbapi_rows(conn, _OFFERS_AT_PLACE, (res.get("id"),))
+        for (body,) in offers:
             keys |= establishment_keys(conn, orjson.loads(body))
         # idExterneSynchro is "{idNatStruct of the EG}/{external id}".
         for ident in res.get("identifier", ()):
@@ -103,12 +107,12 @@ def establishment_keys(conn: Connection, res: dict) -> set[str]:
     return set()
 
 
-def check_write(conn: Connection, caller: Caller, rtype: str, before: dict | None, after: dict) -> None:
+def check_write(conn: Connection, caller: Caller, rtype: str, before: dict | None, after: dict) -> set[str] | None:
     """Refuse (403) a write the caller has no right to, judged on the resource as it is and as it
     would become (an application cannot move a resource out of, or into, an establishment it does
-    not hold)."""
+    not hold). Returns the establishments of ``after`` when it had to look them up."""
     if caller.write_all or rtype == "Task":  # anomalies may be reported by any registered application
-        return
+        return None
     if rtype == "Practitioner":
         raise Forbidden(f"Application {caller.app_id} may not write professionals (national registries only)",
                         expression=rtype)
@@ -118,3 +122,4 @@ def check_write(conn: Connection, caller: Caller, rtype: str, before: dict | Non
             which = ", ".join(sorted(keys)) or "no known establishment"
             raise Forbidden(f"Application {caller.app_id} has no write right on {rtype}/{version.get('id')} "
                             f"(establishment: {which})", expression=rtype)
+    return keys

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -54,19 +56,43 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-_SQLITE_WRITERS: dict[int, threading.Lock] = {}
+class _WriterQueue:
+    """SQLite allows one writer: this process's writers queue on a lock, and the worker processes of
+    one server queue on an advisory lock of a file beside the database, rather than in SQLite's busy
+    handler, whose growing sleeps (up to 100 ms each) collapse throughput under concurrent writes."""
+
+    def __init__(self, database: str):
+        self.thread_lock = threading.Lock()
+        self.path = f"{database}.writer" if database and database != ":memory:" else None
+
+    @contextmanager
+    def slot(self):
+        with self.thread_lock:
+            if self.path is None:
+                yield
+                return
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
+
+_SQLITE_WRITERS: dict[int, _WriterQueue] = {}
 
 
 @contextmanager
 def writer_slot(engine: Engine):
-    """SQLite allows one writer: queue this process's writers on a lock rather than in SQLite's busy
-    handler, whose growing sleeps (up to 100 ms each) collapse throughput under concurrent writes.
-    A no-op on PostgreSQL, where row locks serialise only what conflicts."""
+    """The right to write, on SQLite (see ``_WriterQueue``). A no-op on PostgreSQL, where row locks
+    serialise only what conflicts."""
     if engine.dialect.name != "sqlite":
         yield
         return
-    lock = _SQLITE_WRITERS.setdefault(id(engine.pool), threading.Lock())
-    with lock:
+    queue = _SQLITE_WRITERS.get(id(engine.pool))
+    if queue is None:
+        queue = _SQLITE_WRITERS.setdefault(id(engine.pool), _WriterQueue(engine.url.database or ""))
+    with queue.slot():
         yield
 
 
@@ -74,7 +100,7 @@ def is_sqlite(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "sqlite"
 
 
-def _sql(conn: Connection, template: str) -> str:
+def _sql(conn: Connection | Engine, template: str) -> str:
     return template.replace("{p}", "?" if conn.dialect.paramstyle == "qmark" else "%s")
 
 
@@ -88,6 +114,21 @@ def dbapi_rows(conn: Connection, template: str, params: Sequence = ()) -> list[t
         return cur.fetchall() if cur.description else []
     finally:
         cur.close()
+
+
+def dbapi_row_now(engine: Engine, template: str, params: Sequence = ()) -> tuple | None:
+    """One row of a single-statement read, on a pooled DBAPI connection outside any transaction of
+    ours: the by-id read of the API, where SQLAlchemy's connection, begin and commit events cost twice
+    the lookup (profiled). One statement sees one consistent state on both databases."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(_sql(engine, template), params)
+        row = cur.fetchone()
+        cur.close()
+        return row
+    finally:
+        raw.close()
 
 
 def dbapi_many(conn: Connection, template: str, rows: Sequence[Sequence]) -> None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, tuple_
 
 from ror.errors import NotFound
 from ror.fhirdates import now_stamp, parse_range, stamp_to_instant
-from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, next_tx
+from ror.store.engine import dbapi_many, dbapi_row_now, dbapi_rows, is_sqlite, next_tx
 from ror.store.indexer import index_rows
 from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
 
@@ -241,6 +241,14 @@ def read(conn: Connection, rtype: str, rid: str) -> Stored:
     if not rows:
         raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
     return Stored(*rows[0])
+
+
+def read_now(engine: Engine, rtype: str, rid: str) -> Stored:
+    """``read`` outside a transaction (the API's read by id, see ``dbapi_row_now``)."""
+    row = dbapi_row_now(engine, _READ_SQL, (rtype, rid))
+    if row is None:
+        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+    return Stored(*row)
 
 
 def read_version(conn: Connection, rtype: str, rid: str, version: int) -> Stored:

@@ -133,6 +133,15 @@ def parse_if_match(value: str | None) -> int | None:
     return int(m.group(1))
 
 
+@dataclass
+class _Patched:
+    rid: str
+    version: int  # the version the patch was applied to
+    before: dict
+    after: dict
+    keys: set[str] | None  # establishments of ``after``, when the rights check looked them up
+
+
 class FhirService:
     def __init__(self, engine: Engine, settings: Settings, validator: Validator | None = None):
         self.engine = engine
@@ -258,8 +267,9 @@ class FhirService:
         check_type(rtype)
         check_id(rid)
         patcher = self._patcher(raw, content_type, rtype)
+        ahead = self._ahead(rtype, lambda conn: rid, patcher, caller)
         with self._writing() as conn:
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller, ahead=ahead)
 
     def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
                           base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
@@ -267,9 +277,21 @@ class FhirService:
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
         patcher = self._patcher(raw, content_type, rtype)
+        ahead = self._ahead(rtype, lambda conn: self._single_match(conn, rtype, pairs), patcher, caller)
         with self._writing() as conn:
             rid = self._single_match(conn, rtype, pairs)
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller)
+            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller, ahead=ahead)
+
+    def _ahead(self, rtype: str, target: Callable[[Connection], str], patcher, caller: Caller) -> _Patched | None:
+        """The patch computed on the current version before taking the write lock, so that the worker
+        processes of a server patch, check and validate in parallel and hold the lock only to write;
+        used if the version is still current under the lock (optimistic concurrency), else redone."""
+        with self._reading() as conn:
+            try:
+                rid = target(conn)
+                return self._patched(conn, rtype, rid, patcher, caller, None)
+            except RorError:  # judged again under the lock, on the version it will be applied to
+                return None
 
     def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
         """The one resource a conditional write targets, looked up with full visibility: what the
@@ -299,22 +321,30 @@ class FhirService:
         raise UnsupportedMediaType(f"PATCH takes {FHIR_JSON} (FHIRPath Patch) or {JSON_PATCH}, not '{mime}'")
 
     def _patch(self, conn: Connection, rtype: str, rid: str, patcher, base: str, expected: int | None,
-               caller: Caller, deferred: list | None = None) -> Response:
+               caller: Caller, deferred: list | None = None, ahead: _Patched | None = None) -> Response:
         cur = repository.fetch_current(conn, [(rtype, rid)], lock=True).get((rtype, rid))
         if cur is None:
             raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
         if expected is not None and cur.version != expected:
             raise PreconditionFailed(f"{rtype}/{rid} is at version {cur.version}, not {expected} (If-Match)",
                                      expression=rtype)
-        current = orjson.loads(repository.read(conn, rtype, rid).body)
+        if ahead is None or (ahead.rid, ahead.version) != (rid, cur.version):
+            ahead = self._patched(conn, rtype, rid, patcher, caller, deferred)
+        w = repository.write_batch(conn, [repository.prepare(ahead.after)], {(rtype, rid): cur})[0]
+        self._after_write(conn, caller, rtype, ahead.before, ahead.after, w, ahead.keys)
+        return self._written(w, base, 200, conn)
+
+    def _patched(self, conn: Connection, rtype: str, rid: str, patcher, caller: Caller,
+                 deferred: list | None) -> _Patched:
+        """The patch applied to the stored version, checked (rights, domain rules, profile)."""
+        stored = repository.read(conn, rtype, rid)
+        current = orjson.loads(stored.body)
         patched = patcher(current)
         check_resource(patched, rtype, rid)
         keys = check_write(conn, caller, rtype, current, patched)
         patched = self._before_write(rtype, current, patched)
         self._validate(conn, patched, deferred)
-        w = repository.write_batch(conn, [repository.prepare(patched)], {(rtype, rid): cur})[0]
-        self._after_write(conn, caller, rtype, current, patched, w, keys)
-        return self._written(w, base, 200, conn)
+        return _Patched(rid, stored.version, current, patched, keys)
 
     @staticmethod
     def _before_write(rtype: str, before: dict | None, after: dict) -> dict:

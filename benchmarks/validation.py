@@ -9,7 +9,7 @@ Measures, on SQLite in a temporary folder:
    (``validate_many``: one query per batch);
 3. the same on a fresh database (no NOS loaded) and with no connection: the bundled NOS set is then read
    in memory (``ror.terminology.bundled``), whose first-use cost is measured per resource type, and for
-   all 306 tables at once;
+   all 318 tables at once;
 4. the same loop through `orjson.loads` alone, to express validation as a factor of parse cost.
 
 Run: ``.venv/bin/python benchmarks/validation.py [--seconds 5]``. Prints one JSON object; rates are per

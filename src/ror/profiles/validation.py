@@ -47,6 +47,7 @@ from ror.terminology.nos import NOS_BASE, canonical_name, canonical_url
 _EXISTS = select(resource_table.c.rtype, resource_table.c.rid).where(
     tuple_(resource_table.c.rtype, resource_table.c.rid).in_(bindparam("keys", expanding=True)))
 ROR_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
+MISSING_TARGET = "does not exist in ROR national"  # text of the issue of a reference whose target is not stored
 STORED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
                           "Task"})
 
@@ -205,9 +206,15 @@ class Validator:
         """Every issue of ``resource`` (errors, warnings, information), in document order."""
         return self.validate_many([resource], conn)[0]
 
-    def validate_many(self, resources: list[dict], conn: Connection | None) -> list[list[Issue]]:
+    def validate_many(self, resources: list[dict], conn: Connection | None, *, at: str | None = None,
+                      known: set[tuple[str, str]] | frozenset = frozenset()) -> list[list[Issue]]:
         """The issues of each resource, as ``validate`` gives them, with one store look-up for the references
-        of the whole batch (a transaction's entries, a feed batch) instead of one per resource."""
+        of the whole batch (a transaction's entries, a feed batch) instead of one per resource.
+
+        ``at``: the date the codes must be valid on (``YYYY-MM-DDTHH:MM:SS``, local time) instead of each
+        resource's ``meta.lastUpdated`` (a feed judges a record at its extraction date). ``known``: (type, id)
+        of resources to take as existing besides the store (written by the same import, not committed yet).
+        A missing reference target is an ``error``/``not-found`` issue whose text contains ``MISSING_TARGET``."""
         if not self.strict:
             return [[] for _ in resources]
         out: list[list[Issue]] = []
@@ -219,20 +226,20 @@ class Validator:
                 out.append([Issue("error", "not-supported", f"No ROR profile for resource type '{rtype}' "
                                   f"(profiled: {', '.join(sorted(self.profiles.by_type))})", [str(rtype)])])
                 continue
-            run = _Run(conn, self._resource_date(resource))
+            run = _Run(conn, at or self._resource_date(resource))
             self._object(root, resource, rtype, run, rtype)
             self._identifiers(resource, rtype, run)
             if self.check_references and conn is not None and run.refs:
                 pending.append((run, self._references(resource, run)))
             out.append(run.issues)
         if pending:
-            found = _existing(conn, {key for _, wanted in pending for key in wanted})
+            keys = {key for _, wanted in pending for key in wanted}
+            found = _existing(conn, keys - known) | (keys & known) if known else _existing(conn, keys)
             for run, wanted in pending:
                 for key, exprs in wanted.items():
                     if key not in found:
                         for expr in exprs:
-                            run.add("error", "not-found", f"{expr}: {key[0]}/{key[1]} does not exist in ROR national",
-                                    expr)
+                            run.add("error", "not-found", f"{expr}: {key[0]}/{key[1]} {MISSING_TARGET}", expr)
         return out
 
     def _value_set(self, run: _Run, url: str) -> ValueSetView | None:
@@ -502,7 +509,7 @@ class Validator:
                     self._code_dates(cs, c, what, f"code system {cs.name}", sub(i), run, required=True)
             return
         for i, c in codings:
-            if self._member(vs, c):
+            if self._member(vs, c) or self._whole_member(run, vs, c):
                 cs = self._code_system(run, c.get("system", "")) if c.get("system") else None
                 if cs is not None:
                     self._code_dates(cs, c, what, f"value set {vs.name}", sub(i), run, required=False)
@@ -522,6 +529,15 @@ class Validator:
         shown = ", ".join(f"{c.get('system')}|{c.get('code')}" for _, c in codings)
         run.add("error", "code-invalid", f"{what}: {shown} is not in value set {vs.name} (version {vs.version}), "
                 f"which this element requires", sub(codings[0][0]))
+
+    def _whole_member(self, run: _Run, vs: ValueSetView, c: dict) -> bool:
+        """A coding of a code system the value set includes whole (JDV_J124-Commune: TRE_R13): the code must
+        exist in that code system; its dates are then checked like any member's."""
+        system = c.get("system")
+        if not vs.whole or not isinstance(system, str) or system not in vs.whole:
+            return False
+        cs = self._code_system(run, system)
+        return cs is not None and c.get("code") in cs.codes
 
     @staticmethod
     def _member(vs: ValueSetView, c: dict) -> bool:
@@ -618,4 +634,4 @@ def raise_if_errors(issues: list[Issue]) -> None:
                                     issues=list(issues))
 
 
-__all__ = ["Validator", "raise_if_errors"]
+__all__ = ["MISSING_TARGET", "Validator", "raise_if_errors"]

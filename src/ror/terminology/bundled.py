@@ -9,7 +9,7 @@ Tables are read on demand, once per process: the files that can hold a table are
 in their file name (``TRE_R213-…``), parsed, and their versions replayed in memory by the loader's own
 rules (``concept_changes``, ``member_changes``, ``resolve_members`` of ``ror.terminology.store``) into
 the views the database would give (``code_system_view``, ``value_set_view``). Nothing is written
-anywhere, and a resource that uses a dozen tables does not pay for the 306 of the set (2 s to parse,
+anywhere, and a resource that uses a dozen tables does not pay for the 318 of the set (2 s to parse,
 4 s to load into a database).
 """
 

@@ -16,6 +16,7 @@ from operator import attrgetter
 
 from sqlalchemy import Connection, select
 
+from ror.terminology.nos import ALL_CODES
 from ror.terminology.schema import nos_concept, nos_member, nos_state, nos_table, nos_version
 
 
@@ -43,6 +44,7 @@ class ValueSetView:
     removed: dict[tuple[str, str], str]  # (system, code) -> date of the version that dropped it
     by_oid: dict[str, str]  # code -> display, for members kept under an urn:oid system (code system not loaded)
     systems: frozenset[str]  # code systems of the current members
+    whole: frozenset[str] = frozenset()  # code systems included whole (``ALL_CODES`` member, e.g. J124 -> TRE_R13)
 
 
 @dataclass(frozen=True)
@@ -184,4 +186,7 @@ def value_set_view(url: str, name: str, version: str, rows) -> ValueSetView:
             removed[key] = ended_on
     for key in members:
         removed.pop(key, None)
-    return ValueSetView(url, name, version, members, removed, by_oid, frozenset(s for s, _ in members))
+    whole = frozenset(s for s, c in members if c == ALL_CODES)
+    for s in whole:
+        del members[(s, ALL_CODES)]
+    return ValueSetView(url, name, version, members, removed, by_oid, frozenset(s for s, _ in members) | whole, whole)

@@ -230,7 +230,12 @@ def expand(conn: Connection, term: Terminology, params: list[tuple[str, str]], r
         raise InvalidRequest("offset and count must not be negative", expression="count")
     count = min(count, EXPAND_COUNT_MAX)
     words = _fold(_param(params, "filter") or "").split()
-    rows = [(s, c, d) for (s, c), d in sorted(vs.members.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    members = dict(vs.members)
+    for system in vs.whole:  # intensional include: the code system's current codes
+        cs = term.code_system(conn, system)
+        members.update({(system, code): info.display for code, info in (cs.codes.items() if cs else ())
+                        if info.status == "active"})
+    rows = [(s, c, d) for (s, c), d in sorted(members.items(), key=lambda kv: (kv[0][0], kv[0][1]))
             if all(w in _fold(f"{c} {d}") for w in words)]
     page = rows[offset:offset + count]
     expansion = {"identifier": f"{vs.url}|{vs.version}", "timestamp": _now() + "+00:00", "total": len(rows),

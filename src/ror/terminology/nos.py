@@ -23,6 +23,7 @@ import orjson
 from ror.errors import InputFileError
 
 NOS_BASE = "https://mos.esante.gouv.fr/NOS/"
+ALL_CODES = "*"  # value-set member code standing for every code of its code system (intensional include)
 _NAME_RE = re.compile(r"^(TRE|JDV|ASS)[_-]([A-Z]\d+)[_-](.+)$")
 _DATE14 = re.compile(r"^\d{14}$")
 
@@ -220,10 +221,25 @@ def parse_fhir(res: dict, source: str) -> ParsedTable | Skipped:
                 system = canonical_url(sys_name)
             for c in inc.get("concept", []):
                 table.members.append(Member(str(c["code"]), str(c.get("display", c["code"])), system))
+            if not inc.get("concept") and _active_codes_filter(inc.get("filter")):
+                # Intensional include (JDV_J124-Commune: every current TRE_R13 code): one member standing for
+                # the whole code system, judged against the code system at validation time (``ALL_CODES``).
+                table.members.append(Member(ALL_CODES, "every code of the code system that is valid at the date",
+                                            system))
         for c in (res.get("expansion") or {}).get("contains", []):
             if c.get("system") and c.get("code"):
                 table.members.append(Member(str(c["code"]), str(c.get("display", c["code"])), c["system"]))
     return table
+
+
+def _active_codes_filter(filters) -> bool:
+    """True for no filter, or only the NOS filter "no end date" (``dateFin exists false``): the whole code system,
+    whose codes are then checked for validity at the resource's date."""
+    for f in filters or []:
+        if not (isinstance(f, dict) and f.get("property") == "dateFin" and f.get("op") == "exists"
+                and str(f.get("value")).lower() == "false"):
+            return False
+    return True
 
 
 def parse_file(name: str, raw: bytes) -> Iterator[ParsedTable | Skipped]:

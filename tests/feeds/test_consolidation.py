@@ -10,7 +10,7 @@ from sqlalchemy import select
 from ror.errors import InputFileError
 from ror.feeds.finess import FinessFeed
 from ror.feeds.regional import RegionalFeed
-from ror.feeds.reports import run_changes
+from ror.feeds.reports import run_changes, run_problems
 from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_run
@@ -36,7 +36,8 @@ def test_rpps_real_sample_field_by_field(engine):
         ("urn:oid:1.2.250.1.71.4.2.2", "349940088500020"), ("https://sirene.fr", "49940088500020")}
     assert site["name"] == "DOUBS OPTIC" and site["address"][0]["line"] == ["9 RTE DE BESANCON"]
     assert site["address"][0]["postalCode"] == "25300" and site["meta"]["tag"][0]["code"] == "27"
-    assert site["type"][0]["coding"][0]["code"] == "SA42"
+    # sector SA42 is not an establishment category (JDV_J55 has only SA05/07/08/09 of TRE_R02): no type
+    assert "type" not in site
     # ADELI cabinet: adeliRang from the technical id C01920057500
     cabinet = stored(engine, "Organization", "st-001920057500")
     ids = {(i["system"], i["value"]) for i in cabinet["identifier"]}
@@ -46,7 +47,7 @@ def test_rpps_real_sample_field_by_field(engine):
     assert offer["name"] == "Audioprothésiste – DOUBS OPTIC" and offer["type"][0]["coding"][0]["code"] == "05"
     role = stored(engine, "PractitionerRole", "so-0012600631.349940088500020.26")
     assert role["practitioner"] == {"reference": "Practitioner/ps-0012600631"}
-    assert role["healthcareService"] == {"reference": "HealthcareService/of-349940088500020.26"}
+    assert role["healthcareService"] == [{"reference": "HealthcareService/of-349940088500020.26"}]  # 0..* in R4
     assert role["code"][0]["coding"][0]["code"] == "26"
     assert ext(role, "unit-exercise-mode")[0]["valueCodeableConcept"]["coding"][0]["code"] == "S"
     # a FINESS site is the FINESS establishment: a bare stub until FINESS loads, no city offer (sector SA01)
@@ -80,22 +81,44 @@ def test_pre_fill_never_overwrites_what_the_professional_entered(engine, tmp_pat
 
 def test_region_csd_sample(engine):
     report = run_import(engine, RegionalFeed("93"), CSD_SAMPLE)
-    assert report.counts["created"] == 4
+    # EJ, EG, the unit's two offers (one per operational activity), their place (Location, with its capacities)
+    assert (report.counts["created"], report.counts["rejected"]) == (5, 1)
     ej = stored(engine, "Organization", "sir-407702521")
     eg = stored(engine, "Organization", "sir-40770252100052")
     assert eg["partOf"] == {"reference": "Organization/sir-407702521"} and "partOf" not in ej
+    # '83602013100' under the professionals' authority: the nurse's ADELI number and rang, the cabinet's id
+    # (TRE_G07 0) on both, and no identity key (it does not merge the EJ and its EG)
+    for org in (ej, eg):
+        cabinet = [i for i in org["identifier"] if i["value"] == "83602013100"]
+        assert [(i["system"], i["type"]["coding"][0]["code"]) for i in cabinet] == [
+            ("https://adelirang.esante.gouv.fr", "0")]
     assert eg["name"] == "ETABLISSEMENT CABINET INDIVIDUEL INFIRMIER RAISON SOCIALE"
     assert [t["value"] for t in eg["telecom"]] == ["+33 4 94 08 00 80", "public@test.com", "+33 4 94 08 00 83"]
     assert ext(eg["address"][0], "insee-code")[0]["valueCoding"]["code"] == "83069"
     assert ej["type"][0]["coding"][0]["code"] == "01" and eg["meta"]["tag"][0]["code"] == "93"
     hs = stored(engine, "HealthcareService", "r93-47045")
     assert hs["providedBy"] == {"reference": "Organization/sir-40770252100052"}
-    assert [s["coding"][0]["code"] for s in hs["specialty"]] == ["001", "003"]
+    assert [s["coding"][0]["code"] for s in hs["specialty"]] == ["001"]
     assert hs["name"] == "UNITÉ CABINET INDIVIDUEL INFIRMIER"
     age = ext(hs, "patient-type")[0]["extension"][0]["valueRange"]
     assert (age["low"]["value"], age["high"]["value"]) == (18, 65)
     assert ext(hs, "sensitive-unit")[0]["valueBoolean"] is False
-    assert stored(engine, "Practitioner", "r93-84266")["name"] == [{"family": "INFIMIER", "given": ["SA-07/08"]}]
+    # ROR 3: one operational activity per offer; the unit's second service is an offer of its own
+    hs2 = stored(engine, "HealthcareService", "r93-47045.003")
+    assert [s["coding"][0]["code"] for s in hs2["specialty"]] == ["003"]
+    assert hs2["identifier"][0]["value"] == "93/47045.003"
+    assert {k: v for k, v in hs2.items() if k not in ("id", "identifier", "specialty", "meta")} == {
+        k: v for k, v in hs.items() if k not in ("id", "identifier", "specialty", "meta")}
+    problems = run_problems(engine, report.run_id)
+    assert [(p["line"], p["severity"], p["field"]) for p in problems] == [
+        (2, "warning", "codedType"),  # SA07 is not in the table of its scheme: left out
+        (5, "warning", "organizations/organization/service"),
+        (6, "error", "Practitioner")]
+    assert "split into offers 47045, 47045.003" in problems[1]["reason"]
+    # the provider has no national id (idNat_PS) in the source: rejected, nothing stored
+    assert problems[2]["reason"] == ("Practitioner/r93-84266: Practitioner.identifier (idNat_PS): "
+                                     "minimum required = 1, but only found 0")
+    assert not any(rtype == "Practitioner" for rtype, _ in all_stored(engine))
 
 
 @pytest.mark.parametrize("payload", [
@@ -110,7 +133,7 @@ def test_xml_entities_are_refused(engine, tmp_path, payload):
     path.write_text(payload, encoding="utf-8")
     with pytest.raises(InputFileError, match="XXE"):
         run_import(engine, RegionalFeed("93"), path)
-    assert len(all_stored(engine)) == 4
+    assert len(all_stored(engine)) == 5  # what the sample stored (test_region_csd_sample), nothing more
 
 
 def test_unknown_region_is_refused():
@@ -118,15 +141,41 @@ def test_unknown_region_is_refused():
         RegionalFeed("21")  # Champagne-Ardenne, retired in 2016
 
 
+_NOS = "https://mos.esante.gouv.fr/NOS"
+_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
+
+
+def _nos(table: str, code: str) -> dict:
+    return {"coding": [{"system": f"{_NOS}/{table}/FHIR/{table.replace('_', '-')}", "code": code}]}
+
+
 def _regional_extract(tmp_path):
+    """A region's extract of valid ROR resources (the test is about consolidation, not validation): the
+    region's description of a FINESS establishment, the EJ it references (a region's extract holds what
+    its resources reference: FINESS's EG file has no EJ), an internal organisation and its offer; and a
+    resource type the ROR does not serve."""
+    phone = {"extension": [{"url": _SD + "ror-telecom-communication-channel",
+                            "valueCodeableConcept": _nos("TRE_R200-CanalCommunication", "2")},
+                           {"url": _SD + "ror-telecom-confidentiality-level",
+                            "valueCodeableConcept": _nos("TRE_R283-NiveauConfidentialite", "1")}],
+             "system": "phone", "value": "0474000000"}
     lines = [
         {"resourceType": "Organization", "id": "org-1", "name": "CH Fleyriat (nom régional)",
          "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "010000024"}],
-         "telecom": [{"system": "phone", "value": "0474000000"}], "alias": ["Hôpital Fleyriat"]},
+         "telecom": [phone], "alias": ["Hôpital Fleyriat"]},
+        {"resourceType": "Organization", "id": "ej-1", "name": "CENTRE HOSPITALIER DE BOURG-EN-BRESSE",
+         "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "010780054"}]},
         {"resourceType": "Organization", "id": "oi-7", "name": "Pôle urgences",
          "identifier": [{"system": "https://oi.esante.gouv.fr", "value": "84-7"}],
          "partOf": {"reference": "Organization/org-1"}},
         {"resourceType": "HealthcareService", "id": "hs-1", "name": "Urgences adultes",
+         "extension": [{"url": _SD + "ror-healthcareservice-patient-type",
+                        "extension": [{"url": "ageRange", "valueRange": {
+                            "low": {"value": 18, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}}}]},
+                       {"url": _SD + "ror-healthcareservice-sensitive-unit", "valueBoolean": False}],
+         "identifier": [{"type": _nos("TRE_R355-TypeIdentifiantOffre", "35"), "value": "84/hs-1"}],
+         "type": [_nos("TRE_R227-ChampActivite", "01")], "specialty": [_nos("TRE_R211-ActiviteOperationnelle", "001")],
+         "characteristic": [_nos("TRE_R213-ModePriseEnCharge", "29")],
          "providedBy": {"reference": "Organization/oi-7"}},
         {"resourceType": "Patient", "id": "p"},
     ]
@@ -138,7 +187,8 @@ def _regional_extract(tmp_path):
 def test_registry_then_region_then_newer_registry(engine, tmp_path):
     r1 = run_import(engine, FinessFeed(), FINESS_SAMPLE)
     r2 = run_import(engine, RegionalFeed("84"), _regional_extract(tmp_path))
-    assert r2.counts["rejected"] == 1 and r2.counts["created"] == 2 and r2.counts["updated"] == 1
+    assert r2.counts["rejected"] == 1 and r2.counts["created"] == 3 and r2.counts["updated"] == 1  # Patient refused
+    assert stored(engine, "Organization", "fin-010780054")["name"] == "CENTRE HOSPITALIER DE BOURG-EN-BRESSE"
     eg = stored(engine, "Organization", "fin-010000024")  # one national resource for the establishment
     assert eg["name"] == "CENTRE HOSPITALIER DE BOURG-EN-BRESSE FLEYRIAT"  # identification: FINESS
     assert [t["value"] for t in eg["telecom"]] == ["0474000000"]  # operational description: the region
@@ -193,17 +243,20 @@ def test_killed_run_converges(engine, tmp_path):
         if len(batches) == 3:
             raise Killed
 
-    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    # The run killed is the RPPS one: the FINESS sample is an EG file without its EJs, so every EG is held
+    # back to the end of the run (its EJ might come later in the file: docs/feeds.md, "Validation") and a
+    # killed FINESS run writes nothing; the RPPS records are written batch by batch.
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
     with pytest.raises(Killed):
-        run_import(engine, FinessFeed(), FINESS_SAMPLE, batch_size=10, on_batch=die_after_three)
+        run_import(engine, RppsFeed(), RPPS_SAMPLE, batch_size=5, on_batch=die_after_three)
     with engine.connect() as conn:
         assert conn.execute(select(feed_run.c.status).order_by(feed_run.c.run_id)).scalars().all() == ["done", "failed"]
     partial = all_stored(engine)
-    assert 49 < len(partial) < 49 + 100
-    run_import(engine, FinessFeed(), FINESS_SAMPLE, batch_size=10)
+    assert 100 < len(partial) < 100 + 45  # some of the 45 resources RPPS adds, not all
+    run_import(engine, RppsFeed(), RPPS_SAMPLE, batch_size=5)
     reference = make_engine(f"sqlite:///{tmp_path / 'reference.db'}")
     upgrade(reference)
-    run_import(reference, RppsFeed(), RPPS_SAMPLE)
     run_import(reference, FinessFeed(), FINESS_SAMPLE)
+    run_import(reference, RppsFeed(), RPPS_SAMPLE)
     assert all_stored(engine) == all_stored(reference)
     reference.dispose()

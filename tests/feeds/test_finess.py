@@ -10,6 +10,7 @@ from ror.feeds.finess import FinessFeed, crs_of, to_wgs84
 from ror.feeds.reports import run_problems
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_run
+from ror.feeds.validation import DANGLING, REGISTRY_CODE
 from ror.store.schema import resource, resource_version
 from tests.feeds.conftest import FINESS_SAMPLE, ext, stored
 
@@ -188,7 +189,24 @@ def test_dry_run_keeps_nothing_but_the_run(engine):
     with engine.connect() as conn:
         assert conn.execute(select(resource.c.pk)).first() is None
         assert conn.execute(select(feed_run.c.created, feed_run.c.dry_run)).one() == (100, True)
-    assert len(run_problems(engine, report.run_id)) == 7
+    # the feed's own problems (field = a column of the file) and the validation warnings (field = a FHIRPath)
+    # are booked in a dry run as in a real one
+    problems = run_problems(engine, report.run_id)
+    own = [p for p in problems if not p["field"].startswith("Organization.")]
+    assert [(p["line"], p["field"]) for p in own] == [
+        (20, "categetab"), (24, "voie"), (42, "lieuditbp"), (53, "compldistrib"), (68, "categetab"), (93, "voie"),
+        (95, "rslongue")]
+    checked = [p for p in problems if p["field"].startswith("Organization.")]
+    assert all(p["severity"] == "warning" for p in problems) and len(checked) == 102
+    # the file has the EGs, not their EJs: each EG's partOf is kept, and reported (every EG is in the file)
+    dangling = [p for p in checked if p["field"] == "Organization.partOf.reference"]
+    assert len(dangling) == 100 and all(p["reason"].endswith(DANGLING) for p in dangling)
+    assert len({p["line"] for p in dangling}) == 100
+    # the categories NOS retired before the file's date that FINESS still publishes: kept, reported
+    codes = [(p["line"], p["reason"]) for p in checked if p["field"] == "Organization.type[0].coding[0]"]
+    assert [line for line, _ in codes] == [20, 68]
+    assert all(REGISTRY_CODE in r and "retired on" in r for _, r in codes)
+    assert "code '437'" in codes[0][1] and "code '379'" in codes[1][1]
 
 
 def test_limit(engine):

@@ -1,4 +1,4 @@
-"""``ror import finess|rpps|region FILE``, ``ror import runs`` and ``ror import show RUN``.
+"""``ror import finess|rpps FILE``, ``ror import region FILE|FOLDER...``, ``ror import runs``, ``ror import show``.
 
 Mounted by the main CLI with ``app.add_typer(import_app, name="import")``.
 """
@@ -79,13 +79,21 @@ def rpps(file: Path = typer.Argument(..., help="PS_LibreAcces_Personne_activite_
 
 
 @import_app.command()
-def region(file: Path = typer.Argument(..., help="FHIR Bundle / NDJSON, or CSD XML (ME 2.4 / 3.0)."),
+def region(files: list[Path] = typer.Argument(..., help="The extract: a FHIR Bundle / NDJSON file, a CSD XML file "
+                                              "(ME 2.4 / 3.0), or the files of one $export — a folder (its "
+                                              "manifest.json, else its *.ndjson) or several files."),
            code: str = typer.Option(..., "--region", help="Region code (NOS TRE_R30), e.g. 84."),
            partial: bool = typer.Option(False, "--partial", help="Not a full extract: nothing is closed."),
            dry_run: bool = DRY_RUN, limit: int = LIMIT, batch_size: int = BATCH, max_closure_ratio: float = MASS):
-    """Import a region's extract."""
+    """Import a region's extract, all its files as one run (consolidation and disappearance see it whole)."""
+    from ror.feeds.fileset import collect
     from ror.feeds.regional import RegionalFeed
-    _run(lambda: RegionalFeed(code), file, dry_run, limit, batch_size, not partial, max_closure_ratio)
+    try:
+        path = collect(files)
+    except RorError as e:
+        _fail(e.message)
+        return
+    _run(lambda: RegionalFeed(code), path, dry_run, limit, batch_size, not partial, max_closure_ratio)
 
 
 @import_app.command()

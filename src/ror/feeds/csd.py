@@ -9,6 +9,7 @@ and cleared once mapped; "line" is the position of the entry in its directory or
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -17,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
 from ror.errors import InputFileError
+from ror.feeds.csd_places import available_time, datetime_of, not_available, places
 from ror.feeds.fhirmap import IDNATPS, PROFILE, ROR, address, creation, prune, region_tag
 from ror.feeds.model import Entity, Problem, Record, concept, key, ref
 from ror.feeds.regional import RegionalFeed, coded, identifier_of
@@ -56,6 +58,20 @@ def _text(e: Element | None, tag: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
+def _org_ids(e: Element) -> tuple[list[dict], list[dict]]:
+    """(identifiers, those that are identity keys). A cabinet identifier given under the professionals'
+    authority (``identifier_of``) is the professional's: the EJ and its EGs all carry it (the PLATINES
+    sample does), so it is kept on each but is no identity key (it would merge the EJ and its EG)."""
+    ids, keyed = [], []
+    for o in e.findall(CSD + "otherID"):
+        i = identifier_of(o.get("assigningAuthorityName", ""), o.get("code", ""))
+        if i:
+            ids.append(i)
+            if o.get("assigningAuthorityName") != IDNATPS.removeprefix("urn:oid:"):
+                keyed.append(i)
+    return ids, keyed
+
+
 def _org_keys(feed: RegionalFeed, eid: str, ids: list[dict]) -> list[str]:
     return feed._keys({"resourceType": "Organization", "id": eid, "identifier": ids})
 
@@ -64,12 +80,14 @@ def read_csd(feed: RegionalFeed, path: Path) -> Iterator[Record | Problem]:
     feed.notes.append("CSD XML: 'line' is the position of the directory entry")
     strongest: dict[tuple[str, str], str] = {}
     services: dict[str, dict] = {}
+    communes: dict[str, str] = {}  # organisation entityID -> its commune (for the places of ME 2.4 offers)
     for kind, e in _entries(path):  # pass 1: identities, activity codes of services
         eid = e.get("entityID", "")
         if kind == "organization":
-            ids = [i for i in (identifier_of(o.get("assigningAuthorityName", ""), o.get("code", ""))
-                               for o in e.findall(CSD + "otherID")) if i]
-            strongest[("Organization", eid)] = _org_keys(feed, eid, ids)[0]
+            strongest[("Organization", eid)] = _org_keys(feed, eid, _org_ids(e)[1])[0]
+            city = e.find(f"{CSD}extension/{CSD}location/{CSD}cityNumber")
+            if city is not None and city.get("code"):
+                communes[eid] = city.get("code", "")
         elif kind == "service":
             c = e.find(CSD + "codedType")
             if c is not None:
@@ -87,7 +105,8 @@ def read_csd(feed: RegionalFeed, path: Path) -> Iterator[Record | Problem]:
         if kind == "organization":
             entity = _organization(feed, n, e, eid, strongest, warnings)
         elif kind == "facility":
-            entity = _facility(feed, n, e, eid, strongest, services, warnings)
+            yield Record(n, _facility(feed, n, e, eid, strongest, services, communes, warnings), warnings)
+            continue
         else:
             entity = _provider(feed, e, eid)
         yield Record(n, [entity], warnings)
@@ -97,10 +116,11 @@ def _meta(rtype: str, region: str) -> dict:
     return {"profile": [PROFILE[rtype]], "tag": region_tag(region)}
 
 
-def _created(e: Element) -> list[dict]:
+def _created(e: Element, region: str) -> list[dict]:
+    """The ROR creation date; a time without offset is the region's local time (FHIR dateTime needs one)."""
     record = e.find(CSD + "record")
     created = record.get("created", "") if record is not None else ""
-    return creation(created or None)
+    return creation(datetime_of(created, region) or None)
 
 
 def _codes(n: int, e: Element, warnings: list[Problem], field: str) -> list[dict]:
@@ -136,8 +156,7 @@ def _telecom(ext: Element | None) -> list[dict]:
 
 def _organization(feed: RegionalFeed, n: int, e: Element, eid: str, strongest: dict,
                   warnings: list[Problem]) -> Entity:
-    ids = [i for i in (identifier_of(o.get("assigningAuthorityName", ""), o.get("code", ""))
-                       for o in e.findall(CSD + "otherID")) if i]
+    ids, keyed = _org_ids(e)
     ext = e.find(CSD + "extension")
     loc = ext.find(CSD + "location") if ext is not None else None
     line = loc.find(f"{CSD}address/{CSD}addressLine") if loc is not None else None
@@ -152,18 +171,21 @@ def _organization(feed: RegionalFeed, n: int, e: Element, eid: str, strongest: d
         pid = parent.get("entityID", "")
         partof = ref("Organization", strongest.get(("Organization", pid)) or feed.technical("Organization", pid))
     res = prune({
-        "resourceType": "Organization", "meta": _meta("Organization", feed.region), "extension": _created(e),
+        "resourceType": "Organization", "meta": _meta("Organization", feed.region),
+        "extension": _created(e, feed.region),
         "identifier": ids, "active": True, "type": _codes(n, e, warnings, "codedType"),
         "name": _text(e, "primaryName"), "telecom": _telecom(ext), "address": [addr] if addr else None,
         "partOf": partof})
-    return Entity("Organization", _org_keys(feed, eid, ids), res, "Organization")
+    return Entity("Organization", _org_keys(feed, eid, keyed), res, "Organization")
 
 
 def _facility(feed: RegionalFeed, n: int, e: Element, eid: str, strongest: dict, services: dict,
-              warnings: list[Problem]) -> Entity:
+              communes: dict[str, str], warnings: list[Problem]) -> list[Entity]:
+    """The offer (HealthcareService) and its places with their capacities (Locations, ``csd_places``)."""
     ext = e.find(CSD + "extension")
     org = e.find(f"{CSD}organizations/{CSD}organization")
     provider = None
+    oid = ""
     activities: list[dict] = []
     if org is not None:
         oid = org.get("entityID", "")
@@ -195,13 +217,31 @@ def _facility(feed: RegionalFeed, n: int, e: Element, eid: str, strongest: dict,
         if sensitive in ("true", "false"):
             extensions.append({"url": ROR + "ror-healthcareservice-sensitive-unit",
                                "valueBoolean": sensitive == "true"})
-    res = prune({
-        "resourceType": "HealthcareService", "meta": _meta("HealthcareService", feed.region),
-        "extension": [*_created(e), *extensions],
-        "identifier": [{"type": concept("TRE_R355-TypeIdentifiantOffre", "35"), "value": f"{feed.region}/{eid}"}],
+    locations = places(feed, n, e, eid, communes, oid, _telecom, warnings)
+    # ROR 3 has one operational activity per offer (HealthcareService.specialty:operationalActivity 1..1)
+    # where a ROR 2.4 unit offers several services: one offer per activity. The first keeps the unit's id
+    # (what a one-activity unit maps to, so adding an activity later does not move it); the others are
+    # "<entityID>.<activity code>".
+    offers = [(eid, [a]) for a in activities[:1]] + [(f"{eid}.{a['coding'][0]['code']}", [a])
+                                                      for a in activities[1:]]
+    if len(offers) > 1:
+        warnings.append(Problem(n, "organizations/organization/service",
+                                f"unit {eid} offers {len(offers)} operational activities, one per offer in ROR 3: "
+                                f"split into offers {', '.join(o for o, _ in offers)}", "warning", eid))
+    common = {
+        "extension": [*_created(e, feed.region), *extensions],
         "active": True, "providedBy": provider, "name": _text(e, "primaryName"), "type": htype,
-        "specialty": activities, "characteristic": characteristic})
-    return Entity("HealthcareService", [feed.technical("HealthcareService", eid)], res, "HealthcareService")
+        "characteristic": characteristic, "location": [ref("Location", x.keys[0]) for x in locations],
+        "availableTime": available_time(n, e, eid, warnings), "notAvailable": not_available(ext)}
+    out = []
+    for oid_, specialty in offers or [(eid, [])]:
+        res = prune({
+            "resourceType": "HealthcareService", "meta": _meta("HealthcareService", feed.region),
+            "identifier": [{"type": concept("TRE_R355-TypeIdentifiantOffre", "35"),
+                            "value": f"{feed.region}/{oid_}"}],
+            **copy.deepcopy(common), "specialty": specialty})
+        out.append(Entity("HealthcareService", [feed.technical("HealthcareService", oid_)], res, "HealthcareService"))
+    return [*out, *locations]
 
 
 def _provider(feed: RegionalFeed, e: Element, eid: str) -> Entity:
@@ -211,7 +251,8 @@ def _provider(feed: RegionalFeed, e: Element, eid: str) -> Entity:
     quals = [{"code": cc} for c in e.findall(CSD + "codedType")
              if (cc := coded(c.get("codingScheme", ""), c.get("code", "")))]
     res = prune({
-        "resourceType": "Practitioner", "meta": _meta("Practitioner", feed.region), "extension": _created(e),
+        "resourceType": "Practitioner", "meta": _meta("Practitioner", feed.region),
+        "extension": _created(e, feed.region),
         "identifier": ids, "active": True,
         "name": [prune({"family": _text(name, "commonName"),
                         "given": [_text(name, "forename")] if _text(name, "forename") else None})]

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ror.errors import InputFileError
-from ror.profiles.identifiers import luhn_ok
+from ror.profiles.identifiers import check_siren, check_siret, luhn_ok
 
 REPLACEMENT = "\ufffd"  # what a wrong upstream decoding leaves where an accented letter was
 RECORD_TEXT_MAX = 4000  # characters of a raw record kept with its problem
@@ -148,14 +148,11 @@ def finess_problem(value: str) -> str | None:
 
 
 def siret_problem(value: str, length: int = 14) -> str | None:
-    """Why ``value`` is not a SIRET (or SIREN with ``length=9``), or None. Luhn key, except La Poste's
-    establishments (SIREN 356000000), whose digits sum to a multiple of 5."""
-    name = "SIRET" if length == 14 else "SIREN"
-    if len(value) != length or not value.isdigit():
-        return f"'{value}' is not a {name} ({length} digits)"
-    if luhn_ok(value) or (value.startswith("356000000") and sum(map(int, value)) % 5 == 0):
-        return None
-    return f"{name} '{value}' has an invalid check key"
+    """Why ``value`` is not a SIRET (or SIREN with ``length=9``), or None: the profile validator's own
+    rule (a SIRET's SIREN part has its key too; La Poste's exception), so the feed leaves out what the
+    validator would refuse instead of losing the whole establishment."""
+    problem = (check_siret if length == 14 else check_siren)(value)
+    return problem[1] if problem else None
 
 
 # --- NOS code tables ---------------------------------------------------------------------------------

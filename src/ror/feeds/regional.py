@@ -20,8 +20,10 @@ import ijson
 import orjson
 
 from ror.errors import InputFileError
-from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
+from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATPS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
+from ror.feeds.fileset import FileSet
 from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, file_head, key, luhn_ok, nos_code, ref
+from ror.profiles.identifiers import check_id_nat_ps
 from ror.profiles.searchparams import RESOURCE_TYPES
 from ror.store.repository import REGION_SYSTEM
 
@@ -34,7 +36,15 @@ OID_TABLES = {
     "1.2.250.1.213.1.6.1.44": "TRE_R72-FinessStatutJuridique",
     "1.2.250.1.213.3.3.12": "TRE_R211-ActiviteOperationnelle", "1.2.250.1.213.3.3.17": "TRE_R227-ChampActivite",
     "1.2.250.1.213.3.3.13": "TRE_R213-ModePriseEnCharge", "1.2.250.1.213.3.3.8": "TRE_R207-TypeOrganisationInterne",
-    "1.2.250.1.71.1.2.7": "TRE_G15-ProfessionSante", "1.2.250.1.213.3.3.1": "TRE_R200-CanalCommunication"}
+    "1.2.250.1.71.1.2.7": "TRE_G15-ProfessionSante", "1.2.250.1.213.3.3.1": "TRE_R200-CanalCommunication",
+    # places, capacities and opening hours (NOS .tabs OIDs)
+    "1.2.250.1.213.3.3.50": "TRE_R252-TypeHoraire", "1.2.250.1.213.3.3.212": "TRE_R329-NatureCapacite",
+    "1.2.250.1.213.3.3.213": "TRE_R330-TypeStatutCapacite", "1.2.250.1.213.3.3.214": "TRE_R331-TemporaliteCapacite",
+    "1.2.250.1.213.3.3.215": "TRE_R332-GenreCapacite", "1.2.250.1.213.3.3.216": "TRE_R333-TypeFermetureCapacite",
+    "1.2.250.1.213.3.3.217": "TRE_R334-TypeLitSupplementaire", "1.2.250.1.213.3.3.218": "TRE_R335-TypeSourceCapacite",
+    "1.2.250.1.213.3.3.219": "TRE_R336-TypeCrise", "1.2.250.1.213.3.3.220": "TRE_R337-AffectationTemporaire",
+    "1.2.250.1.213.3.3.35": "TRE_R242-TypeHabitation", "1.2.250.1.213.3.3.4": "TRE_R203-StatutLieu",
+    "1.2.250.1.213.3.3.227": "TRE_R343-FonctionLieu", "1.2.250.1.213.2.23": "TRE_R13-CommuneOM"}
 
 
 class RegionalFeed(Feed):
@@ -51,15 +61,19 @@ class RegionalFeed(Feed):
     def technical(self, rtype: str, rid: str) -> str:
         return key(f"urn:ror:feed:region:{self.region}:{rtype}", rid)
 
-    def read(self, path: Path) -> Iterator[Record | Problem]:
-        head = file_head(path)
-        if head[:1] == b"<":
+    def read(self, path: Path | FileSet) -> Iterator[Record | Problem]:
+        files = list(path.files) if isinstance(path, FileSet) else [path]
+        heads = [file_head(p)[:1] for p in files]
+        for p, head in zip(files, heads, strict=True):
+            if head not in (b"<", b"{"):
+                raise InputFileError(f"{p}: not a regional extract (expected a FHIR Bundle, NDJSON or CSD XML)")
+        if heads == [b"<"]:
             from ror.feeds.csd import read_csd
-            yield from read_csd(self, path)
-        elif head[:1] == b"{":
-            yield from self._fhir(path)
+            yield from read_csd(self, files[0])
+        elif b"<" in heads:
+            raise InputFileError(f"{path}: a CSD XML extract is one document: import it alone, not with other files")
         else:
-            raise InputFileError(f"{path}: not a regional extract (expected a FHIR Bundle, NDJSON or CSD XML)")
+            yield from self._fhir(files)
 
     # FHIR
 
@@ -82,7 +96,8 @@ class RegionalFeed(Feed):
                         except orjson.JSONDecodeError as e:
                             yield n, Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace"))
             return
-        self.notes.append("Bundle: 'line' is the entry number")
+        if "Bundle: 'line' is the entry number" not in self.notes:
+            self.notes.append("Bundle: 'line' is the entry number")
         try:
             with path.open("rb") as f:
                 for n, entry in enumerate(ijson.items(f, "entry.item", use_float=True), 1):
@@ -101,12 +116,25 @@ class RegionalFeed(Feed):
             ids = sorted((i for i in ids if i["system"] in order), key=lambda i: (order[i["system"]], len(i["value"])))
         return [*(key(i["system"], i["value"]) for i in ids), self.technical(rtype, res["id"])]
 
-    def _fhir(self, path: Path) -> Iterator[Record | Problem]:
+    def _fhir(self, paths: list[Path]) -> Iterator[Record | Problem]:
+        """One file, or the files of one extract: pass 1 maps the regional ids of ALL the files, so that a
+        reference resolves whatever the order of the files; problems of a set name their file."""
         strongest: dict[tuple[str, str], str] = {}
-        for _, res in self._resources(path):  # pass 1: identities
-            if isinstance(res, dict) and res.get("resourceType") in IMPORTED and isinstance(res.get("id"), str):
-                strongest[(res["resourceType"], res["id"])] = self._keys(res)[0]
-        for n, res in self._resources(path):  # pass 2: resources
+        for path in paths:  # pass 1: identities
+            for _, res in self._resources(path):
+                if isinstance(res, dict) and res.get("resourceType") in IMPORTED and isinstance(res.get("id"), str):
+                    strongest[(res["resourceType"], res["id"])] = self._keys(res)[0]
+        if len(paths) > 1:
+            self.notes.append(f"{len(paths)} files read as one extract; problems name their file (file: field)")
+        for path in paths:  # pass 2: resources
+            for item in self._fhir_file(path, strongest):
+                if len(paths) > 1:
+                    for p in (item.warnings if isinstance(item, Record) else [item]):
+                        p.field = f"{path.name}: {p.field}"
+                yield item
+
+    def _fhir_file(self, path: Path, strongest: dict) -> Iterator[Record | Problem]:
+        for n, res in self._resources(path):
             if isinstance(res, Problem):
                 yield res
                 continue
@@ -158,13 +186,24 @@ class RegionalFeed(Feed):
 # --- shared with the CSD reader -------------------------------------------------------------------
 
 def identifier_of(authority: str, code: str) -> dict | None:
-    """An Organization identifier from a CSD ``otherID``: FINESS-based idNatStruct, SIREN/SIRET by shape."""
+    """An Organization identifier from a CSD ``otherID``: FINESS-based idNatStruct, SIREN/SIRET by shape.
+
+    The professionals' authority (idNat_PS OID) on a *structure* carries the cabinet of a professional:
+    an idNat_PS ('8' + RPPS, '0' + ADELI) is kept as such, but a value of an ADELI number and its rang
+    (9 + 2 digits: the PLATINES sample's nurse cabinet '83602013100', ADELI 836020131 — Var, nurse — rang
+    00) or of an RPPS number and its rang is the cabinet's own identifier (TRE_G07 0 / 4, as the RPPS
+    feed maps the ADELI / RPPS cabinets), not an idNat_PS."""
     if not code:
         return None
     if authority == IDNATST.removeprefix("urn:oid:"):
         return org_identifier(IDNATST, code)
     if code.isdigit() and len(code) in (9, 14) and luhn_ok(code):
         return org_identifier(SIRENE, code)
+    if authority == IDNATPS.removeprefix("urn:oid:") and check_id_nat_ps(code) is not None:
+        if re.fullmatch(r"\d{11}", code):
+            return org_identifier(ADELI_RANG, code)
+        if re.fullmatch(r"\d{12,15}", code) and luhn_ok(code[:11]):
+            return org_identifier(RPPS_RANG, code)
     return {"system": f"urn:oid:{authority}", "value": code} if authority else None
 
 
@@ -176,5 +215,9 @@ def coded(scheme: str, code: str) -> dict | None:
 
 
 _VALIDATED = {"TRE_R66-CategorieEtablissement", "TRE_R72-FinessStatutJuridique", "TRE_G15-ProfessionSante",
-              "TRE_R227-ChampActivite", "TRE_R200-CanalCommunication"}
+              "TRE_R227-ChampActivite", "TRE_R200-CanalCommunication", "TRE_R252-TypeHoraire",
+              "TRE_R329-NatureCapacite", "TRE_R330-TypeStatutCapacite", "TRE_R331-TemporaliteCapacite",
+              "TRE_R332-GenreCapacite", "TRE_R333-TypeFermetureCapacite", "TRE_R334-TypeLitSupplementaire",
+              "TRE_R335-TypeSourceCapacite", "TRE_R336-TypeCrise", "TRE_R337-AffectationTemporaire",
+              "TRE_R242-TypeHabitation", "TRE_R203-StatutLieu", "TRE_R343-FonctionLieu"}
 

@@ -64,6 +64,9 @@ G15, R95, R23, R04, R38, R11, R81, R02, R227 = (
 # offers are described by the regions, not pre-filled from RPPS.
 CITY_SECTORS = frozenset({"SA05", "SA07", "SA08", "SA09", "SA25", "SA29", "SA33", "SA38", "SA39", "SA42", "SA52",
                           "SA56", "SA59"})
+# The TRE_R02 sectors that are establishment categories in the ROR (JDV_J55-CategorieEG-ROR: centre de santé,
+# cabinets, exercice en société): only those go to Organization.type (slice categorieEtablissement).
+CATEGORY_SECTORS = frozenset({"SA05", "SA07", "SA08", "SA09"})
 AMBULATORY = "05"  # TRE_R227 champ d'activité of city offers
 STRUCTURE = "urn:ror:feed:rpps:structure"  # technical structure id: a source-local identity key
 
@@ -177,7 +180,11 @@ class RppsFeed(Feed):
                 yield Problem(n, C["profession"], f"unknown profession code '{get(f, 'profession')}' (neither "
                               f"NOS TRE_G15 nor TRE_R95)", record=line)
                 continue
-            sf = _savoir_faire(get(f, "sf_type"), get(f, "sf"))
+            sf_kind, sf_code = get(f, "sf_type"), get(f, "sf")
+            sf = _savoir_faire(sf_kind, sf_code)
+            why = savoir_faire_problem(sf_kind, sf_code)
+            if why:
+                warnings.append(Problem(n, C["sf"], why, "warning", line))
             for q in (profession, sf):
                 if q and {"code": q} not in qualifications:
                     qualifications.append({"code": q})
@@ -198,8 +205,9 @@ class RppsFeed(Feed):
             offer_value = f"{site.keys[0].rpartition('|')[2]}.{profession['coding'][0]['code']}"
             region = (site.resource.get("meta") or {}).get("tag", [{}])[0].get("code")
             entities.append(self._offer(offer_value, site, profession, region))
-            entities.append(self._role(idnat, offer_value, site, profession, sf, mode, get(f, "title_code"),
-                                       get(f, "family"), get(f, "given"), region))
+            entities.append(self._role(idnat, offer_value, site, profession,
+                                       (sf_kind, sf) if sf and sf_kind in IN_ROLE else None, mode,
+                                       get(f, "title_code"), get(f, "family"), get(f, "given"), region))
         civility = get(first, "civility")
         practitioner = prune({
             "resourceType": "Practitioner",
@@ -256,9 +264,9 @@ class RppsFeed(Feed):
         sector = get(f, "sector")
         types = []
         if sector:
-            if nos_code(R02, sector):
+            if sector in CATEGORY_SECTORS:
                 types.append(concept(R02, sector))
-            else:
+            elif not nos_code(R02, sector):
                 warnings.append(Problem(n, C["sector"], f"unknown sector of activity '{sector}' (NOS TRE_R02): "
                                         f"left out", "warning", line))
         region = _region(cog, postcode)
@@ -295,14 +303,15 @@ class RppsFeed(Feed):
         })
         return Entity("HealthcareService", [key(ROR_OFFER, value)], res, "offer")
 
-    def _role(self, idnat: str, offer_value: str, site: Entity, profession: dict, sf: dict | None, mode: str,
-              title: str, family: str, given: str, region: str | None) -> Entity:
+    def _role(self, idnat: str, offer_value: str, site: Entity, profession: dict, sf: tuple[str, dict] | None,
+              mode: str, title: str, family: str, given: str, region: str | None) -> Entity:
         value = f"{idnat}.{offer_value}"
         name_ext = [e for e in (
             {"url": "exerciseTitle", "valueCodeableConcept": concept(R11, title)} if nos_code(R11, title) else None,
             {"url": "exerciseLastName", "valueString": family} if family else None,
             {"url": "exerciseFirstName", "valueString": given} if given else None) if e]
-        specialty = [concept(R04, "S"), sf] if sf else []  # expertiseType slice, then the specialty slice
+        # the expertiseType slice (TRE_R04), then the slice of that type (specialty TRE_R38, competence TRE_R39 …)
+        specialty = [concept(R04, sf[0]), sf[1]] if sf else []
         res = prune({
             "resourceType": "PractitionerRole",
             "meta": meta("PractitionerRole", region),
@@ -314,7 +323,7 @@ class RppsFeed(Feed):
             "active": True,
             "practitioner": ref("Practitioner", key(IDNATPS, idnat)),
             "organization": ref("Organization", site.keys[0]),
-            "healthcareService": ref("HealthcareService", key(ROR_OFFER, offer_value)),
+            "healthcareService": [ref("HealthcareService", key(ROR_OFFER, offer_value))],
             "code": [profession],
             "specialty": specialty,
         })
@@ -346,8 +355,30 @@ def _profession(code: str) -> dict | None:
     return None
 
 
+# Savoir-faire type (TRE_R04) -> the NOS table of its codes (NOS .tabs of 2023-06-14). The IG slices of
+# PractitionerRole.specialty: S specialty (J210), C competence (J232), CEX exclusiveCompetence (J211),
+# OP specificOrientation (J212), CAPA expertiseCapacity (J213), PAC qualificationPAC (J214),
+# DNQ nonQualifyingDESC (J215), DEC supplementaryExerciseRight (J216); FQ and SH have no slice.
+SAVOIR_FAIRE = {"S": R38, "C": "TRE_R39-Competence", "CEX": "TRE_R40-CompetenceExclusive",
+                "OP": "TRE_G13-OrientationParticuliere", "CAPA": "TRE_R43-CapaciteSavoirFaire",
+                "PAC": "TRE_R44-QualificationPAC", "DNQ": "TRE_R42-DESCnonQualifiant",
+                "DEC": "TRE_R97-DroitExerciceCompl", "FQ": "TRE_R45-FonctionQualifiee",
+                "SH": "TRE_R46-SpecialiteConcoursHospitalier"}
+IN_ROLE = frozenset(SAVOIR_FAIRE) - {"FQ", "SH"}  # the kinds PractitionerRole.specialty has a slice for
+
+
+def savoir_faire_problem(kind: str, code: str) -> str | None:
+    if not kind and not code:
+        return None
+    if kind not in SAVOIR_FAIRE:
+        return f"unknown savoir-faire type '{kind}' (NOS TRE_R04): savoir-faire left out"
+    if nos_code(SAVOIR_FAIRE[kind], code) is None:
+        return f"savoir-faire '{code}' is not in NOS {SAVOIR_FAIRE[kind]} (type {kind}): left out"
+    return None
+
+
 def _savoir_faire(kind: str, code: str) -> dict | None:
-    """An ordinal specialty (type S) as TRE_R38; other kinds of savoir-faire are not mapped yet."""
-    if kind == "S" and nos_code(R38, code):
-        return {"coding": [coding(R38, code)]}
+    """A savoir-faire in the NOS table of its type (TRE_R38 ordinal specialty, TRE_R39 competence …)."""
+    if savoir_faire_problem(kind, code) is None and kind:
+        return {"coding": [coding(SAVOIR_FAIRE[kind], code)]}
     return None

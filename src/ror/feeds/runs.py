@@ -11,7 +11,6 @@ or reported, never deleted, and a mass disappearance beyond ``max_closure_ratio`
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -24,12 +23,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ror.errors import InputFileError
 from ror.feeds import precedence
+from ror.feeds.fileset import FileSet, one_digest
 from ror.feeds.identity import Resolver
 from ror.feeds.model import Entity, Feed, Problem, Record, clip
 from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
+from ror.feeds.validation import FeedValidation
 from ror.fhirdates import now_stamp
+from ror.settings import get_settings
 from ror.store import repository
-from ror.store.engine import WRITE
+from ror.store.engine import WRITE, writer_slot
 from ror.store.schema import resource
 
 _CHUNK = 400
@@ -47,13 +49,11 @@ class RunReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    try:
-        with path.open("rb") as f:
-            h = hashlib.file_digest(f, "sha256")
-        return path.stat().st_size, h.hexdigest()
-    except OSError as e:
-        raise InputFileError(f"{path}: cannot be read ({e.strerror})") from None
+def file_digest(path: Path | FileSet) -> tuple[int, str]:
+    """Size and SHA-256 of the input; for a set of files (a whole ``$export``) one checksum of the set."""
+    if isinstance(path, FileSet):
+        return path.digest()
+    return one_digest(path)
 
 
 def _dialect(conn: Connection):
@@ -80,7 +80,7 @@ def _resolve_refs(raw: bytes, resolver: Resolver) -> dict:
 class Run:
     def __init__(self, engine: Engine, feed: Feed, path: Path, *, dry_run: bool, limit: int | None,
                  batch_size: int, full: bool, max_closure_ratio: float,
-                 on_batch: Callable[[Counter], None] | None):
+                 on_batch: Callable[[Counter], None] | None, validate: bool = True):
         self.engine, self.feed, self.path = engine, feed, path
         self.dry_run, self.limit, self.batch_size, self.full = dry_run, limit, batch_size, full
         self.max_closure_ratio = max_closure_ratio
@@ -90,6 +90,9 @@ class Run:
         self.seen: set[int] = set()  # (rtype, strongest key) already written by this run
         self.scopes_seen: set[str] = set()
         self.run_id = 0
+        self.deferred: list[tuple[tuple[str, Entity], int]] = []  # held back for a reference not yet written
+        # Profile validation of what is stored (``ror.feeds.validation``); None: ROR_VALIDATE_FEEDS=false.
+        self.checks = FeedValidation(feed) if validate else None
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -121,7 +124,7 @@ class Run:
     # --- batches --------------------------------------------------------------------------------
 
     def _transaction(self, work: Callable[[Connection], tuple[list[Problem], Counter]]) -> Counter:
-        with self.engine.connect() as conn:
+        with writer_slot(self.engine), self.engine.connect() as conn:  # queued with the API's writers
             conn.execution_options(**WRITE)
             trans = conn.begin()
             try:
@@ -165,6 +168,7 @@ class Run:
                 wanted.update(_refs(raw))
         resolver.load(wanted)
         assigned: list[tuple[str, Entity]] = []
+        lines = {id(e): rec.line for rec, e, _ in todo}
         for rec, e, _ in todo:
             before = len(resolver.conflicts)
             rid = resolver.assign(e.rtype, e.keys)
@@ -174,7 +178,7 @@ class Run:
         for (_, e, raw) in todo:
             if b'"@' in raw:
                 e.resource = _resolve_refs(raw, resolver)
-        written = self._merge_and_write(conn, assigned)
+        written = self._merge_and_write(conn, assigned, lines, problems, done)
         done.update(w.outcome for w in written)
         done["warnings"] += sum(1 for p in problems if p.severity == "warning")
         return problems, done
@@ -206,7 +210,11 @@ class Run:
                     out[(rtype, rid)] = orjson.loads(facets)
         return out
 
-    def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]]) -> list[repository.Written]:
+    def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]], lines: dict[int, int],
+                         problems: list[Problem], done: Counter, final: bool = False) -> list[repository.Written]:
+        """Merge each entity into the stored resource, validate the merged resources (rejected ones are not
+        written and keep their stored version; ``problems``/``done`` get the issues and the rejections) and
+        write the others. ``final``: the last pass over records held back for a reference (see ``_deferred``)."""
         keys = list(dict.fromkeys((e.rtype, rid) for rid, e in assigned))
         current = self._current(conn, keys)
         bases = self._bases(conn, keys)
@@ -219,6 +227,22 @@ class Run:
             res, base = precedence.merge(e.rtype, rid, cur, bases.get(k), e.resource, owns)
             merged[k] = res
             contrib[k] = (e.scope, base)
+        if self.checks is not None:
+            line_of = {(e.rtype, rid): lines.get(id(e), 0) for rid, e in assigned}
+            entities = {(e.rtype, rid): (rid, e) for rid, e in assigned}
+            verdict = self.checks.judge(conn, keys, merged, entities, line_of, final,
+                                        {k: v[0].content_hash for k, v in current.items()})
+            problems.extend(verdict.problems)
+            done["rejected"] += len(verdict.rejected)
+            self.deferred.extend((entities[k], line_of[k]) for k in verdict.deferred)
+            for k in verdict.deferred:
+                contrib.pop(k, None)
+            for k in verdict.rejected:  # still said by the source: seen (not closed), what it said before kept
+                if k in bases:
+                    contrib[k] = (contrib[k][0], bases[k])
+                else:
+                    contrib.pop(k, None)
+            keys = [k for k in keys if k in contrib and k not in verdict.rejected]
         items = [repository.prepare(merged[k]) for k in keys]
         written = repository.write_batch(conn, items, {k: v[0] for k, v in current.items()})
         self._record(conn, contrib, written)
@@ -241,6 +265,23 @@ class Run:
                     "outcome": "closed" if closed else w.outcome} for w in written if w.outcome != "unchanged"]
         for i in range(0, len(changes), _CHUNK):
             conn.execute(d.insert(feed_change).on_conflict_do_nothing(), changes[i:i + _CHUNK])
+
+    def _deferred(self) -> None:
+        """Records held back because a reference named a resource not written yet (it may come later in the
+        file: a regional extract in any order, an EG before its EJ): written now, when every batch is in,
+        or rejected if the target still does not exist."""
+        while self.deferred:
+            chunk, self.deferred = self.deferred[:self.batch_size], self.deferred[self.batch_size:]
+
+            def work(conn, chunk=chunk):
+                problems: list[Problem] = []
+                done: Counter = Counter()
+                lines = {id(e): line for (_, e), line in chunk}
+                written = self._merge_and_write(conn, [a for a, _ in chunk], lines, problems, done, final=True)
+                done.update(w.outcome for w in written)
+                done["warnings"] += sum(1 for p in problems if p.severity == "warning")
+                return problems, done
+            self._transaction(work)
 
     # --- disappearance ----------------------------------------------------------------------------
 
@@ -317,6 +358,7 @@ class Run:
                     break
             if records or loose:
                 self._transaction(lambda conn, r=records, j=loose: self._write(conn, r, j))
+            self._deferred()
             notes = list(self.feed.notes)
             if not self.feed.complete:
                 notes.append("the file ends in the middle of a record: disappearance not handled")
@@ -342,7 +384,10 @@ class Run:
 
 def run_import(engine: Engine, feed: Feed, path: Path, *, dry_run: bool = False, limit: int | None = None,
                batch_size: int = 2000, full: bool = True, max_closure_ratio: float = 0.2,
-               on_batch: Callable[[Counter], None] | None = None) -> RunReport:
-    """Import ``path`` with ``feed`` and record the run; see the module docstring."""
+               on_batch: Callable[[Counter], None] | None = None, validate: bool | None = None) -> RunReport:
+    """Import ``path`` with ``feed`` and record the run; see the module docstring. ``validate``: check every
+    resource against the ROR profiles before it is stored (default: the ``validate_feeds`` setting)."""
+    if validate is None:
+        validate = get_settings().validate_feeds
     return Run(engine, feed, path, dry_run=dry_run, limit=limit, batch_size=batch_size, full=full,
-               max_closure_ratio=max_closure_ratio, on_batch=on_batch).execute()
+               max_closure_ratio=max_closure_ratio, on_batch=on_batch, validate=validate).execute()

@@ -246,3 +246,117 @@ def test_write_rights_per_establishment(svc):
     hs["providedBy"] = {"reference": "Organization/eg-hotel-dieu"}
     with pytest.raises(Forbidden):
         svc.update("HealthcareService", "hs-usp", orjson.dumps(hs), "http://t", caller=caller(1, nord))
+
+
+# -- paths added with the visibility rewrite (sets for searches, probes for includes and reads) ----
+
+HIDDEN_UNDER_SENSITIVE = {"loc-psy-reze", "pr-rousseau-psy", "pra-rousseau"}
+
+
+def next_pairs(bundle: dict) -> list[tuple[str, str]] | None:
+    from urllib.parse import parse_qsl, urlsplit
+    for link in bundle.get("link", ()):
+        if link["relation"] == "next":
+            return parse_qsl(urlsplit(link["url"]).query)
+    return None
+
+
+@pytest.mark.parametrize("profile", [0, 2, 3, 5])
+def test_iterated_includes_never_bring_what_hangs_under_a_sensitive_offer(svc, profile):
+    b = search(svc, profile, "Organization", [
+        ("_id", "eg-hopital-nord"), ("_revinclude", "HealthcareService:organization"),
+        ("_include:iterate", "HealthcareService:location"), ("_revinclude:iterate", "PractitionerRole:service"),
+        ("_include:iterate", "PractitionerRole:practitioner")])
+    assert ids(b, "include") & (SENSITIVE | HIDDEN_UNDER_SENSITIVE) == set()
+    # From the professional's side: his role on the sensitive offer, and the offer, stay hidden.
+    roles = search(svc, profile, "Practitioner", [("_id", "pra-durand"),
+                                                  ("_revinclude", "PractitionerRole:practitioner"),
+                                                  ("_include:iterate", "PractitionerRole:service")])
+    if profile in (2, 5):
+        assert ids(roles) == {"pra-durand"}
+        assert ids(roles, "include") == {"pr-durand-usp", "pr-durand-emsp", "hs-usp", "hs-emsp"}
+    else:  # profiles 0 and 3: no role of his is on a city / medico-social offer
+        assert ids(roles) == set() and ids(roles, "include") == set()
+
+
+def test_iterated_includes_for_profiles_1_and_4(svc):
+    for profile in (1, 4):
+        b = search(svc, profile, "Organization", [
+            ("_id", "eg-hopital-nord"), ("_revinclude", "HealthcareService:organization"),
+            ("_include:iterate", "HealthcareService:location"), ("_revinclude:iterate", "PractitionerRole:service"),
+            ("_include:iterate", "PractitionerRole:practitioner")])
+        assert ids(b, "include") >= SENSITIVE | HIDDEN_UNDER_SENSITIVE
+
+
+@pytest.mark.parametrize(("profile", "seen"), [(0, set()), (3, set()), (2, {"pra-martin"}), (5, {"pra-martin"}),
+                                               (1, {"pra-martin"})])
+def test_reverse_chains_through_roles_obey_the_role_rules(svc, profile, seen):
+    assert ids(search(svc, profile, "Practitioner", [
+        ("_has:PractitionerRole:practitioner:service", "HealthcareService/hs-gyneco-hc")])) == seen
+    # The role itself, reached by a chain on its offer.
+    roles = ids(search(svc, profile, "PractitionerRole", [("service.identifier:missing", "false"),
+                                                          ("practitioner", "Practitioner/pra-martin")]))
+    assert roles == ({"pr-martin-gyneco", "pr-martin-maternite"} if seen else set())
+
+
+@pytest.mark.parametrize("profile", [0, 2, 3, 5])
+def test_paging_a_restricted_profile_walks_exactly_what_it_sees(svc, profile):
+    everything = ids(search(svc, profile, "Location", [("_count", "100")]))
+    assert "loc-psy-reze" not in everything
+    seen: list[str] = []
+    pairs = [("_count", "2")]
+    first = None
+    while pairs is not None:
+        b = search(svc, profile, "Location", pairs)
+        first = first or b
+        seen += [e["resource"]["id"] for e in b["entry"] if e["search"]["mode"] == "match"]
+        pairs = next_pairs(b)
+    assert sorted(seen) == sorted(everything) and first["total"] == len(everything)
+
+
+def test_profile_3_capacities_through_search_and_include(svc):
+    got = search(svc, 3, "Location", [("_id", "loc-ehpad-rennes,loc-gyn-b")])
+    by_id = {e["resource"]["id"]: e["resource"] for e in got["entry"]}
+    assert capacity_statuses(by_id["loc-ehpad-rennes"]) == ["01", "02", "02", "03"]
+    assert capacity_statuses(by_id["loc-gyn-b"]) == []
+    inc = search(svc, 3, "HealthcareService", [("_id", "hs-ehpad-hp,hs-gyneco-hc"),
+                                              ("_include", "HealthcareService:location")])
+    places = {e["resource"]["id"]: e["resource"] for e in inc["entry"] if e["search"]["mode"] == "include"}
+    assert capacity_statuses(places["loc-ehpad-rennes"]) == ["01", "02", "02", "03"]
+    assert capacity_statuses(places["loc-gyn-b"]) == []
+
+
+TASKS = {"task-on-psy": "HealthcareService/hs-psy-adulte", "task-on-psy-place": "Location/loc-psy-reze",
+         "task-on-psy-role": "PractitionerRole/pr-rousseau-psy", "task-on-rousseau": "Practitioner/pra-rousseau",
+         "task-on-gyneco-role": "PractitionerRole/pr-martin-gyneco", "task-on-gyneco": "HealthcareService/hs-gyneco-hc"}
+
+
+@pytest.fixture(scope="module")
+def tasks(svc):
+    base = orjson.loads(svc.read("Task", "task-usp-completude").body)
+    made = []
+    for tid, focus in TASKS.items():
+        t = copy.deepcopy(base)
+        t["id"] = tid
+        t["focus"] = {"reference": focus}
+        t.pop("identifier", None)
+        made.append(t)
+    bulk.upsert(svc.engine, made)
+    return TASKS
+
+
+@pytest.mark.parametrize(("profile", "seen"), [
+    (1, set(TASKS)), (4, set(TASKS)),
+    (2, {"task-on-gyneco-role", "task-on-gyneco"}), (5, {"task-on-gyneco-role", "task-on-gyneco"}),
+    (0, {"task-on-gyneco"}), (3, {"task-on-gyneco"}),  # the gyneco role is neither city nor medico-social
+])
+def test_anomalies_about_hidden_resources_are_hidden(svc, tasks, profile, seen):
+    assert ids(search(svc, profile, "Task", [("_id", ",".join(tasks))])) == seen
+    for tid in set(tasks) - seen:
+        with pytest.raises(NotFound):
+            svc.read("Task", tid, caller=caller(profile))
+    for tid in seen:
+        assert read(svc, profile, "Task", tid)["id"] == tid
+    # Nor can a filter on the focus reveal them.
+    assert ids(search(svc, profile, "Task", [("focus", "HealthcareService/hs-psy-adulte")])) == (
+        {"task-on-psy"} if profile in (1, 4) else set())

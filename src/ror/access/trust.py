@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from ror.access.audit import AuditLog
 from ror.access.certs import CertInfo, forwarded_certificate, normalize_thumbprint, x5t_s256
-from ror.access.ratelimit import RateLimiter
+from ror.access.ratelimit import SharedRateLimiter
 from ror.access.registry import Application, Registry
 from ror.access.tokens import TokenService, bearer_challenge, invalid_token
 from ror.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
@@ -37,7 +37,10 @@ class TrustSpace:
         self.registry = Registry(engine)
         self.tokens = TokenService(engine, settings)
         self.audit = AuditLog(engine)
-        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        # Shared by the worker processes of this server (the file is opened at the first call); the
+        # database URL separates servers on other databases that use the same file.
+        self.limiter = SharedRateLimiter(settings.rate_limit_file, settings.rate_limit_per_s,
+                                         settings.rate_limit_burst, namespace=settings.database_url)
         self.proxies = _networks(settings.trusted_proxy_ips)
         self._peers: dict[str, bool] = {}
         self.admin_thumbprints = frozenset(normalize_thumbprint(t) for t in

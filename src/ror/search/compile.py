@@ -267,9 +267,8 @@ class Compiler:
         """(query of pk + sort keys, sort keys) for the plan, without keyset or limit."""
         d = idx_date.alias("drv")
         conds = [d.c.param == f"{self.plan.rtype}._lastUpdated", visible(d, self.snap)]
-        hidden = self.vis.hidden(self.plan.rtype)
-        if hidden is not None:
-            conds.append(d.c.pk.not_in(hidden))
+        if self.vis.restricts(self.plan.rtype):
+            conds.append(self.vis.shown(self.plan.rtype, d.c.pk))
         singles, groups = self._record_groups()
         conds += [d.c.pk.in_(self.criterion(c)) for c in singles]
         conds += [d.c.pk.in_(self._same_record(group)) for group in groups]

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Connection, func, literal, select
+from sqlalchemy import Connection, and_, func, literal, or_, select
 
 from ror.errors import InvalidSearch, TooCostly
 from ror.geo import haversine_km
@@ -115,18 +115,17 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
 
 def visible_subset(conn: Connection, vis: Visibility, found: list[tuple[str, str, int]]
                    ) -> list[tuple[str, str, int]]:
-    """``found`` without what ``vis`` hides."""
+    """``found`` without what ``vis`` hides (the rules checked on these resources only)."""
     hidden: set[int] = set()
     by_type: dict[str, list[int]] = {}
     for t, _, pk in found:
         by_type.setdefault(t, []).append(pk)
     for t, pks in by_type.items():
-        h = vis.hidden(t)
-        if h is None:
+        if not vis.restricts(t):
             continue
-        sub = h.subquery()
         for i in range(0, len(pks), 500):
-            hidden.update(pk for (pk,) in conn.execute(select(sub.c.pk).where(sub.c.pk.in_(pks[i:i + 500]))))
+            hidden.update(pk for (pk,) in conn.execute(select(resource.c.pk).where(
+                resource.c.pk.in_(pks[i:i + 500]), vis.hidden_condition(t, resource.c.pk, probe=True))))
     return [item for item in found if item[2] not in hidden]
 
 
@@ -135,15 +134,21 @@ def redacted(conn: Connection, vis: Visibility, items: list[tuple[int, bytes]]) 
     the stored bytes untouched, without parsing."""
     if vis.profile == 1 or not items:
         return [body for _, body in items]
-    places, roles = vis.medico_social_places_and_roles()
-    pks = sorted({pk for pk, _ in items})
-    ms: set[int] = set()
-    for q in (places, roles):
-        sub = q.subquery()
-        for i in range(0, len(pks), 500):
-            ms.update(pk for (pk,) in conn.execute(select(sub.c.pk).where(sub.c.pk.in_(pks[i:i + 500]))))
+    ms = _medico_social(conn, vis, sorted({pk for pk, _ in items})) if vis.profile == 3 else set()
     return [orjson.dumps(redact(orjson.loads(body), vis.profile, {"medico_social": pk in ms}))
             for pk, body in items]
+
+
+def _medico_social(conn: Connection, vis: Visibility, pks: list[int]) -> set[int]:
+    """Among ``pks``, the places and roles serving a medico-social offer: the context of their
+    redaction, which only profile 3's rules depend on (``ror.profiles.access.redact``)."""
+    out: set[int] = set()
+    r = resource
+    for i in range(0, len(pks), 500):
+        out.update(pk for (pk,) in conn.execute(select(r.c.pk).where(r.c.pk.in_(pks[i:i + 500]), or_(
+            and_(r.c.rtype == "Location", vis.medico_social_place(r.c.pk)),
+            and_(r.c.rtype == "PractitionerRole", vis.medico_social_role(r.c.pk))))))
+    return out
 
 
 def _redacted_map(conn: Connection, vis: Visibility, bodies: dict[int, bytes]) -> dict[int, bytes]:

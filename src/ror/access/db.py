@@ -7,15 +7,15 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from ror.store.engine import WRITE
+from ror.store.engine import write_transaction
 
 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn:
-        conn.execution_options(**WRITE)
-        with conn.begin():
-            yield conn
+    """A write transaction, queued with the store's other writers (on SQLite, the audit writer would
+    otherwise wait in SQLite's busy handler, and the API's writers behind it)."""
+    with write_transaction(engine) as conn:
+        yield conn
 
 
 @contextmanager

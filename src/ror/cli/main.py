@@ -68,12 +68,10 @@ def db_upgrade(revision: str = typer.Argument("head")):
 def db_prune():
     """Drop search-index rows that no `next` link can need any more (older than the cursor lifetime)."""
     from ror.store import repository
-    from ror.store.engine import WRITE, make_engine
+    from ror.store.engine import make_engine, write_transaction
     settings = Settings.from_env()
-    with make_engine(settings.database_url).connect() as conn:
-        conn.execution_options(**WRITE)
-        with conn.begin():
-            n = repository.prune_index_history(conn, settings.page_cursor_ttl_s)
+    with write_transaction(make_engine(settings.database_url)) as conn:
+        n = repository.prune_index_history(conn, settings.page_cursor_ttl_s)
     console.print(f"{n} superseded index rows removed")
 
 

@@ -38,7 +38,7 @@ def load(path: Path = typer.Argument(None, help="A NOS zip, a folder, or a .tabs
          as_json: bool = typer.Option(False, "--json", help="Print the full change report as JSON."),
          limit: int = typer.Option(20, help="Codes shown per table and change kind.")):
     """Load or update NOS tables, keeping every version, and report what changed."""
-    from ror.store.engine import WRITE
+    from ror.store.engine import write_transaction
     from ror.terminology.store import load_path
     if path is None and not bundled:
         console.print("[red]error:[/red] give a PATH, or --bundled")
@@ -46,10 +46,8 @@ def load(path: Path = typer.Argument(None, help="A NOS zip, a folder, or a .tabs
     target = bundled_path() if bundled else path
     started = time.perf_counter()
     try:
-        with _engine().connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                report = load_path(conn, target)
+        with write_transaction(_engine()) as conn:
+            report = load_path(conn, target)
     except RorError as e:
         console.print(f"[red]error:[/red] {e.message}")
         raise typer.Exit(1) from None

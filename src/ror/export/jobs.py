@@ -33,7 +33,7 @@ from ror.export.schema import export_job
 from ror.fhir.rights import Caller
 from ror.fhirdates import now_stamp, stamp
 from ror.settings import Settings
-from ror.store.engine import WRITE, writer_slot
+from ror.store.engine import write_transaction
 
 log = logging.getLogger("ror.export")
 _JOB_ID_LEN = 36
@@ -79,10 +79,8 @@ class ExportJobs:
 
     # -- database ------------------------------------------------------------------------------------
     def _write(self, stmt):
-        with writer_slot(self.engine), self.engine.connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                return conn.execute(stmt).rowcount
+        with write_transaction(self.engine) as conn:
+            return conn.execute(stmt).rowcount
 
     def _row(self, job_id: str):
         with self.engine.connect() as conn, conn.begin():

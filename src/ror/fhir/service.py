@@ -44,7 +44,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import WRITE, current_tx, dbapi_rows, writer_slot
+from ror.store.engine import current_tx, dbapi_rows, write_transaction
 from ror.store.schema import LIVE_TX
 
 FHIR_JSON = "application/fhir+json"
@@ -159,12 +159,8 @@ class FhirService:
         else:
             raise_if_errors(self.validator.validate(res, conn))
 
-    @contextmanager
     def _writing(self):
-        with writer_slot(self.engine), self.engine.connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                yield conn
+        return write_transaction(self.engine)
 
     @contextmanager
     def _reading(self):

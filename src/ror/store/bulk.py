@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import Engine
 
 from ror.store import repository
-from ror.store.engine import WRITE, writer_slot
+from ror.store.engine import write_transaction
 
 
 def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
@@ -23,11 +23,8 @@ def upsert(engine: Engine, resources: Iterable[dict], batch_size: int = 2000,
     batch: list[repository.Prepared] = []
 
     def flush():
-        with writer_slot(engine), engine.connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                done = Counter(w.outcome for w in repository.write_batch(conn, batch,
-                                                                          keep_last_updated=keep_last_updated))
+        with write_transaction(engine) as conn:
+            done = Counter(w.outcome for w in repository.write_batch(conn, batch, keep_last_updated=keep_last_updated))
         totals.update(done)
         batch.clear()
         if on_batch:

@@ -96,6 +96,16 @@ def writer_slot(engine: Engine):
         yield
 
 
+@contextmanager
+def write_transaction(engine: Engine):
+    """A connection in a write transaction: queued with this server's other writers (``writer_slot``),
+    started with the write lock taken up front on SQLite (``WRITE``), committed on exit."""
+    with writer_slot(engine), engine.connect() as conn:
+        conn.execution_options(**WRITE)
+        with conn.begin():
+            yield conn
+
+
 def is_sqlite(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "sqlite"
 
@@ -155,4 +165,5 @@ def current_tx(conn: Connection) -> int:
     return dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0]
 
 
-__all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_rows", "is_sqlite", "make_engine", "next_tx"]
+__all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_rows", "is_sqlite", "make_engine",
+           "next_tx", "write_transaction", "writer_slot"]

@@ -1,5 +1,7 @@
--- wrk script for benchmarks/run.py: cycles through the request paths listed one per line in the file
--- given after `--`, and prints one JSON line of figures at the end (latencies in microseconds).
+-- wrk script for benchmarks/run.py and benchmarks/capacity.py: cycles through the requests listed one per
+-- line in the file given after `--`, and prints one JSON line of figures at the end (latencies in
+-- microseconds). A line is a GET path, or `PATCH path<TAB>body` where each @NB@ of the body becomes a
+-- number that changes at every request (a new bed count).
 --
 --   wrk -t1 -c8 -d3s -s benchmarks/paths.lua http://127.0.0.1:PORT -- paths.txt
 
@@ -16,9 +18,19 @@ function init(args)
   i = math.random(#paths) - 1
 end
 
+local n = 0
+
 function request()
   i = i % #paths + 1
-  return wrk.format("GET", paths[i], {["Accept"] = "application/fhir+json"})
+  local line = paths[i]
+  if line:sub(1, 6) == "PATCH " then
+    local tab = line:find("\t", 7, true)
+    n = n + 1
+    local body = line:sub(tab + 1):gsub("@NB@", tostring(10 + n % 1000))
+    return wrk.format("PATCH", line:sub(7, tab - 1),
+                      {["Accept"] = "application/fhir+json", ["Content-Type"] = "application/fhir+json"}, body)
+  end
+  return wrk.format("GET", line, {["Accept"] = "application/fhir+json"})
 end
 
 function done(summary, latency, requests)

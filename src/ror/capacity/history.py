@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Connection, Index, Integer, String, Table, insert, select
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, String, Table, select
 
 from ror.capacity.indicators import KEY_DIMENSIONS
-from ror.capacity.protocol import changes
+from ror.capacity.protocol import Change
+from ror.store.engine import dbapi_many
 from ror.store.schema import Stamp, metadata
 
 capacity_event = Table(
@@ -28,15 +29,18 @@ capacity_event = Table(
 )
 
 
-def record(conn: Connection, location_id: str, establishments: set[str], before: dict | None, after: dict | None,
-           at: str, app_id: str) -> int:
-    """Store the indicator changes between two versions of a place; returns how many."""
-    rows = [{"location_id": location_id, "establishments": " " + " ".join(sorted(establishments)) + " ",
-             **dict(zip(KEY_DIMENSIONS, c.key, strict=True)), "old_value": c.old, "new_value": c.new, "at": at,
-             "app_id": app_id} for c in changes(before, after)]
-    if rows:
-        conn.execute(insert(capacity_event), rows)
-    return len(rows)
+_COLUMNS = ["location_id", "establishments", *(f'"{d}"' for d in KEY_DIMENSIONS), "old_value", "new_value", "at",
+            "app_id"]  # the dimensions are camelCase: quoted for PostgreSQL
+_INSERT = f"INSERT INTO capacity_event ({', '.join(_COLUMNS)}) VALUES ({', '.join(['{p}'] * len(_COLUMNS))})"
+
+
+def record(conn: Connection, location_id: str, establishments: set[str], events: list[Change], at: str,
+           app_id: str) -> int:
+    """Store the indicator changes of a place (``protocol.changes`` between two versions); returns how many."""
+    held = " " + " ".join(sorted(establishments)) + " "
+    if events:
+        dbapi_many(conn, _INSERT, [(location_id, held, *c.key, c.old, c.new, at, app_id) for c in events])
+    return len(events)
 
 
 @dataclass

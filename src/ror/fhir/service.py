@@ -45,6 +45,7 @@ from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
 from ror.store.engine import current_tx, dbapi_rows, write_transaction
+from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 
 FHIR_JSON = "application/fhir+json"
@@ -140,6 +141,8 @@ class _Patched:
     before: dict
     after: dict
     keys: set[str] | None  # establishments of ``after``, when the rights check looked them up
+    prepared: repository.Prepared
+    events: list | None  # capacity changes (Location)
 
 
 class FhirService:
@@ -326,8 +329,8 @@ class FhirService:
                                      expression=rtype)
         if ahead is None or (ahead.rid, ahead.version) != (rid, cur.version):
             ahead = self._patched(conn, rtype, rid, patcher, caller, deferred)
-        w = repository.write_batch(conn, [repository.prepare(ahead.after)], {(rtype, rid): cur})[0]
-        self._after_write(conn, caller, rtype, ahead.before, ahead.after, w, ahead.keys)
+        w = repository.write_batch(conn, [ahead.prepared], {(rtype, rid): cur})[0]
+        self._after_write(conn, caller, rtype, ahead.before, ahead.after, w, ahead.keys, ahead.events)
         return self._written(w, base, 200, conn)
 
     def _patched(self, conn: Connection, rtype: str, rid: str, patcher, caller: Caller,
@@ -340,7 +343,11 @@ class FhirService:
         keys = check_write(conn, caller, rtype, current, patched)
         patched = self._before_write(rtype, current, patched)
         self._validate(conn, patched, deferred)
-        return _Patched(rid, stored.version, current, patched, keys)
+        # What the write needs that does not depend on its stamp, out of the write lock when computed ahead:
+        prepared = repository.prepare(patched)
+        prepared.rows = index_rows(patched)
+        events = capacity_protocol.changes(current, patched) if rtype == "Location" else None
+        return _Patched(rid, stored.version, current, patched, keys, prepared, events)
 
     @staticmethod
     def _before_write(rtype: str, before: dict | None, after: dict) -> dict:
@@ -351,11 +358,13 @@ class FhirService:
 
     @staticmethod
     def _after_write(conn: Connection, caller: Caller, rtype: str, before: dict | None, after: dict,
-                     w: repository.Written, keys: set[str] | None) -> None:
-        """``keys``: the establishments of ``after`` if the rights check already looked them up."""
+                     w: repository.Written, keys: set[str] | None, events: list | None = None) -> None:
+        """``keys``: the establishments of ``after`` if the rights check already looked them up;
+        ``events``: the capacity changes from ``before`` to ``after`` if already computed."""
         if rtype == "Location" and w.outcome != "unchanged":
             keys = establishment_keys(conn, after) if keys is None else keys
-            capacity_history.record(conn, w.rid, keys, before, after, w.last_updated, caller.app_id)
+            events = capacity_protocol.changes(before, after) if events is None else events
+            capacity_history.record(conn, w.rid, keys, events, w.last_updated, caller.app_id)
 
     def _written(self, w: repository.Written, base: str, status: int, conn: Connection | None = None) -> Response:
         body = w.body

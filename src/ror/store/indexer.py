@@ -163,6 +163,16 @@ def _rows_for(ptype: str, key: str, value, hint, tz: str) -> tuple[str, list[tup
     return None
 
 
+def restamp(rows: dict[str, list[tuple]], resource: dict) -> dict[str, list[tuple]] | None:
+    """``rows``, indexed before the write decided ``meta.lastUpdated``, with the ``_lastUpdated`` row
+    of ``resource``'s stamp (the only row the server-managed meta changes); None if there is none."""
+    key = f"{resource['resourceType']}._lastUpdated"
+    if not any(r[0] == key for r in rows["date"]):
+        return None
+    (lo, hi), = _dates(resource["meta"]["lastUpdated"], "UTC")
+    return {**rows, "date": [(k, lo, hi, *rest) if k == key else (k, a, b, *rest) for k, a, b, *rest in rows["date"]]}
+
+
 def index_rows(resource: dict) -> dict[str, list[tuple]]:
     """Rows per index table for one resource: ``(param, *values, grp, vis)``."""
     tz = get_settings().local_timezone

@@ -89,7 +89,7 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
                          "stamping the time of the load."),
          ):
     """Load resources, keeping their ids; unchanged resources are skipped (no new version)."""
-    from ror.fhir.files import Rejected, read_resources
+    from ror.fhir.files import Rejected, read_items
     from ror.store import bulk
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
@@ -108,7 +108,7 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
 
         def accepted():
             for path in paths:
-                for item in read_resources(path):
+                for item in read_items(path):
                     if isinstance(item, Rejected):
                         rejected.append(item)
                     else:
@@ -117,7 +117,7 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
         try:
             counts = bulk.upsert(engine, accepted(), batch_size or settings.bulk_batch_size,
                                  on_batch=lambda done: progress.advance(task, sum(done.values())),
-                                 keep_last_updated=keep_last_updated)
+                                 keep_last_updated=keep_last_updated, on_rejected=rejected.append)
             if counts["created"] + counts["updated"] > 10_000:
                 bulk.analyze(engine)
         except RorError as e:

@@ -30,8 +30,28 @@ def _check(res: object, where: str) -> dict | Rejected:
     return res
 
 
+@dataclass
+class Line:
+    """An NDJSON line not parsed yet: a reload first looks its digest up (``ror.store.bulk``)."""
+
+    where: str
+    raw: bytes
+
+    def parse(self) -> dict | Rejected:
+        try:
+            return _check(orjson.loads(self.raw), self.where)
+        except orjson.JSONDecodeError as e:
+            return Rejected(self.where, f"invalid JSON ({e})")
+
+
 def read_resources(path: Path) -> Iterator[dict | Rejected]:
-    """Resources of ``path``, or ``Rejected`` items saying where and why, in file order.
+    """Resources of ``path``, or ``Rejected`` items saying where and why, in file order."""
+    for item in read_items(path):
+        yield item.parse() if isinstance(item, Line) else item
+
+
+def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
+    """``read_resources``, but NDJSON lines come unparsed, as ``Line``.
 
     NDJSON when the first line is a complete JSON value and more lines follow; otherwise the file
     is one JSON document, which must be a Bundle."""
@@ -64,14 +84,9 @@ def read_resources(path: Path) -> Iterator[dict | Rejected]:
         yield _check(entry.get("resource") if isinstance(entry, dict) else None, f"{path}#entry[{i}]")
 
 
-def _ndjson(path: Path) -> Iterator[dict | Rejected]:
+def _ndjson(path: Path) -> Iterator[Line]:
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                yield Rejected(f"{path}:{n}", f"invalid JSON ({e})")
-                continue
-            yield _check(res, f"{path}:{n}")
+            line = line.strip()
+            if line:
+                yield Line(f"{path}:{n}", line)

@@ -97,6 +97,17 @@ def _index_table(name: str, *value_columns: Column, lookup: tuple[str, ...],
     return Table(name, metadata, *cols, *indexes)
 
 
+# The source line each resource was last loaded from (``ror load``): a reload skips, without parsing it,
+# a line whose digest is known while the resource still has the content that line gave (bulk.py).
+load_fingerprint = Table(
+    "load_fingerprint",
+    metadata,
+    Column("pk", BigInteger, primary_key=True, autoincrement=False),
+    Column("digest", LargeBinary(16), nullable=False),
+    Column("content_hash", LargeBinary(16), nullable=False),
+    Index("ix_load_fingerprint_digest", "digest"),
+)
+
 idx_token = _index_table("idx_token", Column("system", String(250)), Column("code", Code),
                          lookup=("code", "system"))
 idx_string = _index_table("idx_string", Column("norm", Folded), Column("exact", String(400)),

@@ -1,0 +1,73 @@
+"""No-op reloads of NDJSON skip known lines without parsing them, and never skip a line whose
+resource has changed since (by the API, a feed or another file)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from ror.errors import InputFileError
+from ror.fhir.files import Line, Rejected, read_items
+from ror.store import bulk
+from ror.store.schema import resource_version
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture
+def ndjson(tmp_path):
+    bundle = orjson.loads((FIXTURES / "small" / "bundle.json").read_bytes())
+    path = tmp_path / "extract.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(e["resource"]) for e in bundle["entry"]) + b"\n")
+    return path
+
+
+def load(engine, path, rejected=None):
+    return bulk.upsert(engine, read_items(path), keep_last_updated=True,
+                       on_rejected=None if rejected is None else rejected.append)
+
+
+def versions(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(resource_version)).scalar_one()
+
+
+def test_reload_skips_known_lines_unparsed(service, ndjson, monkeypatch):
+    first = load(service.engine, ndjson)
+    assert first["created"] == 51 and sum(first.values()) == 51
+    parsed = []
+    original = Line.parse
+    monkeypatch.setattr(Line, "parse", lambda self: parsed.append(self.where) or original(self))
+    again = load(service.engine, ndjson)
+    assert again == {"unchanged": 51} and parsed == []
+    assert versions(service.engine) == 0
+
+
+def test_a_resource_changed_since_is_parsed_and_restored(service, ndjson, monkeypatch):
+    load(service.engine, ndjson)
+    place = orjson.loads(service.read("Location", "loc-usp-nord").body)
+    place["name"] = "Renommé par l'API"
+    service.update("Location", "loc-usp-nord", orjson.dumps(place), "http://x/fhir")
+    parsed = []
+    original = Line.parse
+    monkeypatch.setattr(Line, "parse", lambda self: parsed.append(self.where) or original(self))
+    again = load(service.engine, ndjson)
+    assert again == {"unchanged": 50, "updated": 1}
+    assert len(parsed) == 1
+    assert orjson.loads(service.read("Location", "loc-usp-nord").body)["name"] != "Renommé par l'API"
+    assert load(service.engine, ndjson) == {"unchanged": 51}  # the fingerprint follows the restored content
+
+
+def test_a_changed_line_updates_and_a_bad_line_is_reported(service, ndjson):
+    load(service.engine, ndjson)
+    lines = ndjson.read_bytes().splitlines()
+    res = orjson.loads(lines[0])
+    res["name"] = res.get("name", "") + " (nouveau nom)"
+    lines[0] = orjson.dumps(res)
+    lines.append(b'{"resourceType": "Location", "id": "broken"')
+    ndjson.write_bytes(b"\n".join(lines) + b"\n")
+    rejected: list[Rejected] = []
+    assert load(service.engine, ndjson, rejected) == {"unchanged": 50, "updated": 1}
+    assert len(rejected) == 1 and rejected[0].where.endswith(":52") and "invalid JSON" in rejected[0].reason
+    with pytest.raises(InputFileError, match=":52: invalid JSON"):
+        load(service.engine, ndjson)

@@ -1,0 +1,29 @@
+"""FHIR dates as UTC stamp ranges: offsets, precisions and the edges of the calendar."""
+
+from __future__ import annotations
+
+import pytest
+
+from ror.fhirdates import STAMP_MIN, parse_range
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2024-03-05T10:00:00+02:00", ("2024-03-05T08:00:00.000Z", "2024-03-05T08:00:00.999Z")),
+    ("2024-03-05T10:00:00-03:30", ("2024-03-05T13:30:00.000Z", "2024-03-05T13:30:00.999Z")),
+    ("2024-03-05T10:00:00.5Z", ("2024-03-05T10:00:00.500Z", "2024-03-05T10:00:00.500Z")),
+    ("2024-03-05T10:00Z", ("2024-03-05T10:00:00.000Z", "2024-03-05T10:00:59.999Z")),
+    ("2024-03", ("2024-02-29T23:00:00.000Z", "2024-03-31T21:59:59.999Z")),  # Paris: winter, then summer time
+    ("2024", ("2023-12-31T23:00:00.000Z", "2024-12-31T22:59:59.999Z")),
+])
+def test_ranges(value, expected):
+    assert parse_range(value, "Europe/Paris") == expected
+
+
+def test_first_day_of_the_calendar_in_local_time_is_clamped_not_an_error():
+    low, high = parse_range("0001-01-01", "Europe/Paris")
+    assert low == STAMP_MIN and high.startswith("0001-01-01T23:")
+
+
+@pytest.mark.parametrize("value", ["2024-13", "2024-02-30", "24-01-01", "2024-01-01T25:00Z", "2024-01-01T10:00+2:00"])
+def test_not_dates(value):
+    assert parse_range(value, "Europe/Paris") is None

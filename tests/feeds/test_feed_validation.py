@@ -9,7 +9,7 @@ from ror.feeds.finess import FinessFeed
 from ror.feeds.regional import RegionalFeed
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_problem
-from ror.feeds.validation import DANGLING, REGISTRY_CODE
+from ror.feeds.validation import DANGLING, INHERITED, REGISTRY_CODE
 from tests.feeds.conftest import FINESS_SAMPLE, stored
 
 _NOS = "https://mos.esante.gouv.fr/NOS"
@@ -100,3 +100,19 @@ def test_a_rejected_record_keeps_the_stored_version_with_line_field_and_reason(e
         record = conn.execute(select(feed_problem.c.record).where(feed_problem.c.run_id == report.run_id)).scalar()
     assert orjson.loads(record)["type"][0]["coding"][0]["code"] == "99"  # the merged resource that was refused
     assert stored(engine, "HealthcareService", "r84-hs-1") == before
+
+
+def test_a_reference_the_region_did_not_send_is_not_held_against_it(engine, tmp_path):
+    """FINESS stored a site with the link to its EJ, whose line is in another department's file: the
+    region's description of that site is accepted, the missing EJ reported as a warning, not an error."""
+    from tests.feeds.test_consolidation import _regional_extract
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    path = _regional_extract(tmp_path)
+    lines = [x for x in path.read_bytes().splitlines() if b'"id":"ej-1"' not in x]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = run_import(engine, RegionalFeed("84"), path)
+    assert report.counts["rejected"] == 1  # the Patient only
+    assert stored(engine, "Organization", "fin-010000024")["alias"] == ["Hôpital Fleyriat"]
+    warnings = [(f, r) for _, f, r in _problems(engine, report.run_id, "warning") if INHERITED in r]
+    assert warnings == [("Organization.partOf.reference", "Organization/fin-010000024: Organization.partOf.reference: "
+                         "Organization/fin-010780054 does not exist in ROR national" + INHERITED)]

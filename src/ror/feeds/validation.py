@@ -13,7 +13,8 @@ will be stored, after the precedence merge — to ``FeedValidation.judge`` befor
   found yet is **held back** (``deferred``) and judged again after the last batch, when every record of
   the file is in: so neither the order of a regional extract nor a FINESS EG read before its EJ gives a
   false rejection. Still missing then: a regional record is rejected (a region's extract must hold what
-  it references); a registry record (FINESS, RPPS) is written with a warning, because its references are
+  it references) unless the reference is not one it sent (a registry's EJ link kept by the merge: a
+  warning); a registry record (FINESS, RPPS) is written with a warning, because its references are
   national keys (EJ FINESS number, RPPS id...) whose ids are derived, so they resolve as soon as the
   target's file is imported, and registries publish by department or in separate files (an EG whose EJ
   is in another department's extract must not be lost);
@@ -61,6 +62,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _REF = re.compile(rb'"reference":"([A-Za-z]+)/([^"/\\]+)"')
 DANGLING = (" yet: the reference is kept (its id derives from the target's national key) and resolves when the "
             "file that holds the target is imported")
+INHERITED = (" yet: this source did not send the reference; it comes from another source (a registry) and "
+             "resolves when the target is imported")
 PREFILL = "incomplete pre-fill, to be completed by the region or the professional: "
 REGISTRY_CODE = "kept as the registry publishes it (NOS anomaly): "
 _RETIRED = re.compile(r"was retired on|left value set")
@@ -126,7 +129,7 @@ class FeedValidation:
             dropped: list[tuple[str, str]] = []
             for k, issues in zip(todo, outcomes, strict=True):
                 _, e = entities[k]
-                issues = self._relax(issues, k[0], e.scope, final)
+                issues = self._relax(issues, k[0], e.scope, final, e.resource)
                 errors = [i for i in issues if i.severity in ("error", "fatal")]
                 missing = [i for i in errors if MISSING_TARGET in i.diagnostics]
                 if errors and len(missing) == len(errors) and not final:
@@ -153,11 +156,20 @@ class FeedValidation:
                     tuple(f"{t}/{r}: " for t, r in todo))]
         return verdict
 
-    def _relax(self, issues: list[Issue], rtype: str, scope: str, final: bool) -> list[Issue]:
+    def _relax(self, issues: list[Issue], rtype: str, scope: str, final: bool, own: dict) -> list[Issue]:
         """Registry feeds: a missing element the registry does not own, a code NOS retired, and (after the
-        last batch) a reference to a national key no file has brought yet, are warnings (module docstring)."""
+        last batch) a reference to a national key no file has brought yet, are warnings. Any feed: a missing
+        target the record itself did not name (``own``: what this source said) but the stored resource had
+        from another source — a registry's EJ link of a site whose EJ is in another file — is a warning
+        too: the source is not blamed for it (module docstring)."""
         if self.feed.kind not in REGISTRIES:
-            return issues
+            if not final:
+                return issues
+            said = {f"{t.decode()}/{i.decode()}" for t, i in _REF.findall(orjson.dumps(own))}
+            return [Issue("warning", i.code, i.diagnostics + INHERITED, i.expression)
+                    if i.severity == "error" and MISSING_TARGET in i.diagnostics
+                    and not any(f" {target} {MISSING_TARGET}" in i.diagnostics for target in said) else i
+                    for i in issues]
         if final:
             issues = [Issue("warning", i.code, i.diagnostics + DANGLING, i.expression)
                       if i.severity == "error" and MISSING_TARGET in i.diagnostics else i for i in issues]

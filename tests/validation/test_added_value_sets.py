@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from ror.errors import UnprocessableResource
+from ror.profiles.structure import FR_ADDRESS_INSEE
 from ror.profiles.validation import Validator, raise_if_errors
 from ror.terminology.bundled import bundled
 from ror.terminology.nos import canonical_url
@@ -51,3 +52,17 @@ def test_a_legal_status_outside_j199_is_rejected_with_the_exact_outcome():
 
 def test_a_legal_status_of_j199_passes():
     assert Validator().validate(_with_legal_status("61"), None) == []
+
+
+@pytest.mark.parametrize("url", FR_ADDRESS_INSEE)
+def test_the_commune_of_an_address_is_bound_to_j124_whatever_fr_core_url_it_carries(url):
+    org = copy.deepcopy(ORGANIZATION)
+    org["address"] = [{"extension": [{"url": url, "valueCoding": {"system": R13, "code": "44109"}}],
+                       "city": "Nantes"}]
+    assert [i for i in Validator().validate(org, None) if i.severity == "error"] == []
+    org["address"][0]["extension"][0]["valueCoding"]["code"] = "44999"
+    errors = [i for i in Validator().validate(org, None) if i.severity == "error"]
+    where = ["Organization.address[0].extension[0].valueCoding"]
+    assert [(i.code, i.expression) for i in errors] == [("code-invalid", where)]
+    assert errors[0].diagnostics == (f"Organization.address.extension:inseeCode.value: {R13}|44999 is not in value set "
+                                     "JDV_J124-Commune (version 20240628120000), which this element requires")

@@ -244,7 +244,20 @@ def compile_structure(sd: dict, extensions: dict[str, Node], unresolved: list[st
                 unresolved.append(eid)
             continue
         _apply(node, el, extensions)
+        if node.slice_name and node.profile is None:
+            node.profile = next((urls[0] for suffix, urls in _FR_CORE_SLICES.items() if eid.endswith(suffix)), None)
     return root
+
+
+# The commune of an address (FR Core FrAddress, whose definition is not shipped: the ROR differential names
+# the slice ``inseeCode`` without its URL). Its URL changed across FR Core versions and data in the field
+# carry all of them: FR Core 2 (written by the feeds), FR Core 1 (Interop'Santé), and the one the IG's own
+# near-insee-code SearchParameter names.
+FR_ADDRESS_INSEE = ("https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code",
+                    "http://interopsante.org/fhir/StructureDefinition/FrAddressInseeCode",
+                    "https://interop.esante.gouv.fr/ig/fhir/ror/structuredefinition/datatype/fr-address-insee-code")
+_FR_CORE_SLICES = {"address.extension:inseeCode": FR_ADDRESS_INSEE}
+URL_ALIASES = {FR_ADDRESS_INSEE[0]: FR_ADDRESS_INSEE[1:]}  # slice URL -> the other URLs it also holds
 
 
 @dataclass

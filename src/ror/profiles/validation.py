@@ -38,7 +38,7 @@ from sqlalchemy import Connection, bindparam, select, tuple_
 
 from ror.errors import Issue, UnprocessableResource
 from ror.profiles.identifiers import CHECKS
-from ror.profiles.structure import PRIMITIVES, Node, compile_profiles, datatype
+from ror.profiles.structure import PRIMITIVES, URL_ALIASES, Node, compile_profiles, datatype
 from ror.store.schema import resource as resource_table
 from ror.terminology.bundled import bundled
 from ror.terminology.cache import CodeSystemView, Terminology, ValueSetView, validity
@@ -114,6 +114,8 @@ def _ext_slices(node: Node) -> dict[str, int]:
             url = s.profile or (url_node.fixed if url_node is not None else None)
             if isinstance(url, str):
                 m.setdefault(url, i)
+                for alias in URL_ALIASES.get(url, ()):
+                    m.setdefault(alias, i)
         node.__dict__["_ext_slices"] = m
     return m
 

@@ -260,3 +260,24 @@ def test_killed_run_converges(engine, tmp_path):
     run_import(reference, RppsFeed(), RPPS_SAMPLE)
     assert all_stored(engine) == all_stored(reference)
     reference.dispose()
+
+
+
+def test_a_national_identifier_sent_with_or_without_its_type_is_one_identifier(engine, tmp_path):
+    """RPPS writes a professional's idNat_PS without a type; a region sends it with its TRE_G08 type:
+    the merged Practitioner keeps one identifier (the profile allows one), the registry's."""
+    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    rid = next(r for t, r in all_stored(engine) if t == "Practitioner")
+    before = stored(engine, "Practitioner", rid)
+    [ident] = before["identifier"]
+    typed = {**ident, "type": {"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_G08-TypeIdentifiantPersonne"
+                                                     "/FHIR/TRE-G08-TypeIdentifiantPersonne", "code": "8"}]}}
+    regional = {"resourceType": "Practitioner", "id": "pra-1", "identifier": [typed],
+                "name": [{"family": "Nom régional"}]}
+    path = tmp_path / "region.ndjson"
+    path.write_bytes(orjson.dumps(regional) + b"\n")
+    report = run_import(engine, RegionalFeed("84"), path)
+    assert report.counts["rejected"] == 0
+    after = stored(engine, "Practitioner", rid)
+    assert after["identifier"] == [ident] and after["name"] == before["name"]  # identification: RPPS
+    assert after["meta"]["tag"][0]["code"] == "84"

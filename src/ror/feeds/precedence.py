@@ -24,11 +24,21 @@ from collections.abc import Callable
 
 import orjson
 
-from ror.feeds.fhirmap import CREATION_EXT, PERIOD_EXT, ROR
+from ror.feeds.fhirmap import ADELI_RANG, CREATION_EXT, FINESS, IDNATPS, IDNATST, PERIOD_EXT, ROR, RPPS_RANG, SIRENE
 from ror.store.repository import REGION_SYSTEM
 
+# National identifier systems whose type is implied by the system: one facet per system, whether or not a
+# source adds the type (a region's idNat_PS with its TRE_G08 type and RPPS's without are one identifier).
+_SELF_TYPED = frozenset({IDNATPS, IDNATST, FINESS, SIRENE, RPPS_RANG, ADELI_RANG})
+
+
+def _identifier_key(i: dict) -> str:
+    system = i.get("system", "")
+    return f"{system}|" if system in _SELF_TYPED else f"{system}|{_first_code(i.get('type'))}"
+
+
 _SPLIT = {  # list elements cut into one facet per key
-    "identifier": lambda i: f"{i.get('system', '')}|{_first_code(i.get('type'))}",
+    "identifier": _identifier_key,
     "type": lambda c: _first_system(c),
     "extension": lambda e: e.get("url", ""),
 }

@@ -83,8 +83,10 @@ class RegionalFeed(Feed):
             first = f.readline()
             ndjson = False
             try:
-                orjson.loads(first)
-                ndjson = bool(f.read(1 << 12).strip())
+                head = orjson.loads(first)
+                # more lines, or a one-line file holding one resource (an extract of a single record)
+                single = isinstance(head, dict) and head.get("resourceType") != "Bundle"
+                ndjson = bool(f.read(1 << 12).strip()) or single
             except orjson.JSONDecodeError:
                 pass
         if ndjson:

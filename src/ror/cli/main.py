@@ -14,6 +14,7 @@ from ror.cli.capacity import capacity_app
 from ror.cli.export import export
 from ror.cli.feeds import import_app
 from ror.cli.generate import generate
+from ror.cli.opendata import opendata
 from ror.cli.terminology import terminology_app
 from ror.errors import RorError
 from ror.settings import Settings
@@ -28,6 +29,7 @@ app.add_typer(capacity_app, name="capacity")
 app.add_typer(apps_app, name="apps")
 app.command("generate")(generate)
 app.command("export")(export)
+app.command("opendata")(opendata)
 console = Console(stderr=True)
 
 

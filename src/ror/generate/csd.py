@@ -10,41 +10,38 @@ in. Identifier authorities follow the PLATINES schematron rules (idNatStruct ``1
 FINESS ``1.2.250.1.213.3.2``, SIREN/SIRET ``1.3.2``, idNat_PS ``1.2.250.1.71.4.2.1``); coding schemes
 are the OIDs of the NOS tables.
 
-The four directories must appear in that order, while entities are produced site by site: each
-directory is streamed to its own part file and the parts are joined when the region is done.
+The four directories must appear in that order, while entities are produced site by site: the part files
+and their joining are ``ror.opendata.csdxml.CsdParts``, shared with the open-data files.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ror.generate.model import Contact, Internal, Legal, Offer, Person, Place, Site
 from ror.generate.nos import Nos
 from ror.generate.places import Address
 from ror.generate.rand import local_iso
+from ror.opendata.csdxml import (  # noqa: F401 (re-exported: the names this module has always offered)
+    AUTH_FINESS,
+    AUTH_IDNATPS,
+    AUTH_IDNATST,
+    AUTH_OI,
+    AUTH_SIRENE,
+    DIRECTORIES,
+    EXT,
+    NS,
+    CsdParts,
+    esc,
+)
 
-NS = "urn:ihe:iti:csd:2013"
-AUTH_IDNATST, AUTH_FINESS, AUTH_SIRENE, AUTH_IDNATPS = "1.2.250.1.71.4.2.2", "1.2.250.1.213.3.2", "1.3.2", \
-    "1.2.250.1.71.4.2.1"
-AUTH_OI = "https://oi.esante.gouv.fr"  # internal organisations: not an idNatStruct (no TRE_G07 type prefix)
-EXT = ' type="ROR" urn="urn:asip:ror:2017"'
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
-DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
 
-
-def esc(text: str) -> str:
-    return text.translate(_ESCAPES)
-
-
-class Csd:
+class Csd(CsdParts):
     def __init__(self, nos: Nos, region: str, parts: Path):
+        super().__init__(parts)
         self.nos = nos
         self.region = region
         self.source = f"https://ror.example/region/{region}"
-        self.parts = [parts.with_name(f"{parts.name}.{d}") for d in DIRECTORIES]
-        self.files = [p.open("w", encoding="utf-8") for p in self.parts]
-        self.org, self.service, self.facility, self.provider = self.files
         self._coded: dict[tuple[str, str, str], str] = {}
         self._records: dict[tuple, str] = {}
         self._places: dict[str, str] = {}
@@ -266,27 +263,3 @@ class Csd:
             f"<extension{EXT}><operationalStatus>{self.coded('exerciceModeInUnit', 'TRE_R23-ModeExercice', mode)}"
             f"{self.record(p.created, p.updated)}</operationalStatus></extension>"
             f"{self.record(p.created, p.updated)}</provider>\n")
-
-    def close(self, target: Path) -> dict:
-        """Join the parts into ``target``; returns its manifest entry (bytes, lines, sha256)."""
-        for f in self.files:
-            f.close()
-        digest, lines = hashlib.sha256(), 0
-
-        def put(data: bytes) -> None:
-            nonlocal lines
-            out.write(data)
-            digest.update(data)
-            lines += data.count(b"\n")
-
-        with target.open("wb") as out:
-            put(f'<?xml version="1.0" encoding="UTF-8"?>\n<CSD xmlns="{NS}">\n'.encode())
-            for name, part in zip(DIRECTORIES, self.parts, strict=True):
-                put(f"<{name}>\n".encode())
-                with part.open("rb") as f:
-                    while chunk := f.read(1 << 20):
-                        put(chunk)
-                put(f"</{name}>\n".encode())
-                part.unlink()
-            put(b"<deviceDirectory/>\n</CSD>\n")
-            return {"bytes": out.tell(), "lines": lines, "sha256": digest.hexdigest()}

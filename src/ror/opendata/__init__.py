@@ -1,0 +1,1 @@
+"""Open data: the public ROR files per region (IHE CSD XML exposure model, CSV, NDJSON) and their manifest."""

@@ -24,6 +24,7 @@ from ror.api.admin import admin_routes
 from ror.api.capacity import capacity_routes
 from ror.api.export import export_routes
 from ror.api.http import read_body
+from ror.api.quality import quality_routes
 from ror.api.security import SecureApp, secure
 from ror.api.terminology import terminology_routes
 from ror.errors import (
@@ -246,6 +247,7 @@ def create_app(service: FhirService, settings: Settings) -> SecureApp:
         *terminology_routes(service.engine, service.validator, settings.request_body_max_bytes,
                             settings.public_base_url),
         *capacity_routes(service.engine, settings, FhirApi.caller, error_response),
+        *quality_routes(service.engine, FhirApi.caller, error_response),
         *export_routes(service, settings, api.base, FhirApi.caller, error_response),  # $export, before /fhir/{rtype}
         Route("/fhir", api.system, methods=["POST"]),
         Route("/fhir/", api.system, methods=["POST"]),

@@ -15,6 +15,7 @@ from ror.cli.export import export
 from ror.cli.feeds import import_app
 from ror.cli.generate import generate
 from ror.cli.opendata import opendata
+from ror.cli.quality import quality_app
 from ror.cli.terminology import terminology_app
 from ror.errors import RorError
 from ror.settings import Settings
@@ -27,6 +28,7 @@ app.add_typer(terminology_app, name="terminology")
 app.add_typer(import_app, name="import")
 app.add_typer(capacity_app, name="capacity")
 app.add_typer(apps_app, name="apps")
+app.add_typer(quality_app, name="quality")
 app.command("generate")(generate)
 app.command("export")(export)
 app.command("opendata")(opendata)

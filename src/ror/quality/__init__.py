@@ -1,0 +1,1 @@
+"""Data quality: NOS conformity, the ANS completeness criterion, ROR indicators and anomalies (Task)."""

@@ -19,6 +19,7 @@ NOS_SYSTEM = re.compile(r"^https://mos\.esante\.gouv\.fr/NOS/((?:TRE|JDV)_[A-Z]\
 # Identifier slices the generator uses that the hand-built fixture has no example of: the RPPS cabinet rank
 # of individual practices (TRE_G07 #4) and ADELI numbers (TRE_G08 #0) of professions not in the RPPS.
 EXTRA_IDENTIFIERS = {("Organization", "https://rppsrang.esante.gouv.fr", "4"),
+                     ("Organization", "https://adelirang.esante.gouv.fr", "0"),
                      ("Practitioner", "urn:oid:1.2.250.1.71.4.2.1", "0")}
 
 

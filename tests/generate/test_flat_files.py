@@ -154,10 +154,12 @@ def test_rpps_layout_and_keys(dataset, manifest, dirty_lines):
         assert (id_type, len(number_pp)) in (("8", 11), ("0", 9)) and luhn_ok(number_pp)
         if fields[21]:  # FINESS site: its technical id and legacy id derive from it
             assert fields[23] == "F" + fields[21] and fields[46] == "1" + fields[21]
-        elif fields[23].startswith("C"):
+        elif fields[23].startswith("C") and fields[19]:  # practice company: its SIRET
             assert fields[23] == "C" + fields[19] and luhn_ok(fields[19])
-        elif fields[23].startswith("R"):
-            assert luhn_ok(fields[23][1:]) and fields[46] == "4" + fields[23][1:]
+        elif fields[23].startswith("C"):  # ADELI cabinet: ADELI number (with its key) + 2-digit rang
+            assert len(fields[23]) == 12 and luhn_ok(fields[23][1:10]) and fields[46] == "0" + fields[23][1:]
+        elif fields[23].startswith("R"):  # RPPS cabinet: RPPS number (with its key) + 3-digit rang
+            assert len(fields[23]) == 15 and luhn_ok(fields[23][1:12]) and fields[46] == "4" + fields[23][1:]
     ids = [line.split("|", 3)[2] for number, line in enumerate(lines[1:], 2) if (rel, number) not in dirty_lines]
     assert ids == sorted(ids)  # grouped by professional, as the real extraction
 
@@ -201,8 +203,9 @@ def test_fhir_finess_and_rpps_agree(dataset, manifest, dirty_lines, fhir):
             if f"Organization/{site['id']}" in dirty_keys:
                 continue
             site_key = finess_of[site["id"]] or next(
-                "C" + i["value"] if i["type"]["coding"][0]["code"] == "3" else "R" + i["value"]
-                for i in site["identifier"] if i["type"]["coding"][0]["code"] in ("3", "4"))
+                {"3": "C", "4": "R", "0": "C"}[i["type"]["coding"][0]["code"]] + i["value"]
+                for i in site["identifier"] if i["type"]["coding"][0]["code"] in ("3", "4", "0")
+                and "TRE_G07" in i["type"]["coding"][0]["system"])
             assert site_key in rpps_sites[idnat] or site_key in dirty_keys, (idnat, site_key)
     assert matched
 

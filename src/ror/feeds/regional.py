@@ -187,6 +187,9 @@ class RegionalFeed(Feed):
 
 # --- shared with the CSD reader -------------------------------------------------------------------
 
+CSD_FINESS_AUTHORITY = "1.2.250.1.213.3.2"  # FINESS (PLATINES schematron validation_identifiants.sch)
+
+
 def identifier_of(authority: str, code: str) -> dict | None:
     """An Organization identifier from a CSD ``otherID``: FINESS-based idNatStruct, SIREN/SIRET by shape.
 
@@ -199,6 +202,8 @@ def identifier_of(authority: str, code: str) -> dict | None:
         return None
     if authority == IDNATST.removeprefix("urn:oid:"):
         return org_identifier(IDNATST, code)
+    if authority == CSD_FINESS_AUTHORITY:  # before the SIREN shape test: a FINESS number passes Luhn too
+        return org_identifier(FINESS, code)
     if code.isdigit() and len(code) in (9, 14) and luhn_ok(code):
         return org_identifier(SIRENE, code)
     if authority == IDNATPS.removeprefix("urn:oid:") and check_id_nat_ps(code) is not None:

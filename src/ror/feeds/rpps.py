@@ -254,12 +254,13 @@ class RppsFeed(Feed):
                 "name": get(f, "name"),
                 "partOf": ref("Organization", key(FINESS, get(f, "finess_ej"))) if get(f, "finess_ej") else None,
             }), "finess-site")
-        if tech.startswith("R") and tech[1:].isdigit():
-            ids.append(org_identifier(RPPS_RANG, tech[1:]))
-            keys.append(key(RPPS_RANG, tech[1:]))
-        elif tech.startswith("C") and not (len(tech) == 15 and tech[1:].isdigit()):  # C + SIRET: above
-            ids.append(org_identifier(ADELI_RANG, tech[1:]))
-            keys.append(key(ADELI_RANG, tech[1:]))
+        # The cabinet's number is in its legacy national id (TRE_G07 type 4: RPPS + rang, 0: ADELI + rang):
+        # the `R…` technical id is an unrelated ANS key (R10100000240453 belongs to cabinet 410005929293016
+        # in the ANS samples), kept only as the structure's technical key.
+        cabinet = {"4": RPPS_RANG, "0": ADELI_RANG}.get(old[:1]) if old[1:].isdigit() else None
+        if cabinet:
+            ids.append(org_identifier(cabinet, old[1:]))
+            keys.append(key(cabinet, old[1:]))
         keys.append(key(STRUCTURE, tech))
         sector = get(f, "sector")
         types = []

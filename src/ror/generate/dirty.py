@@ -3,15 +3,25 @@ check a reader rejects (``reject``) or reports (``flag``) exactly those records.
 
 Kinds per output (``KINDS``):
 
-- ``truncated``: the line is cut (fewer fields, or JSON cut in the middle) - reject;
-- ``bad_key``: the record's own identifier has a wrong check digit (FINESS, RPPS/ADELI) - reject; on a FHIR
-  EG only its FINESS identifier is wrong (the resource keeps its regional id) - flag;
-- ``bad_siret``: the SIRET of an establishment fails the Luhn test - flag;
+- ``truncated``: the line is cut (fewer fields, or JSON cut in the middle);
+- ``bad_key``: the record's own identifier has a wrong check digit (FINESS, RPPS/ADELI; on a FHIR
+  Organization its FINESS and FINESS-based idNatStruct, the resource keeping its regional id);
+- ``bad_siret``: the SIRET of an establishment fails the Luhn test;
 - ``unknown_code``: a code that is not in its NOS table (category ``999``, profession ``99``, activity
-  ``999``, capacity status ``09``) - flag;
+  ``999``, capacity status ``09``);
 - ``mojibake``: accents mangled by a wrong decoding - in the Latin-1 FINESS file the line is written in
   UTF-8 (``Ã©`` when read as Latin-1); in UTF-8 files the text was decoded as Windows-1252 and re-encoded
-  (``MÃ©decin``) - flag.
+  (``MÃ©decin``).
+
+What a reader must do with each (``EXPECT``, per output; the manifest's ``expect`` of each record): a record
+it cannot read, whose own identifier is wrong, or (since every imported record is validated against the ROR
+profiles, whose NOS bindings are required) that holds an unknown code is rejected; a bad SIRET is left out
+with a warning and mangled text is kept (flag). A Corsican FINESS number (2A/2B) with a wrong key is only
+flagged: its key rule is not official, the feeds and the validator do not reject it (``expect``).
+
+A FHIR resource that references a rejected one (transitively) is listed in the manifest's
+``dirty.dependents``: a reader rejects it too unless it resolves the reference through a national key a
+registry brought (``ror.generate.world.Sink.write``); it is never made dirty itself.
 
 The decisions come from their own random stream, so the share of dirty records never changes the clean
 data.
@@ -25,8 +35,17 @@ import orjson
 
 from ror.generate.keys import corrupt_key
 
-EXPECT = {"truncated": "reject", "bad_key": "reject", "bad_siret": "flag", "unknown_code": "flag",
-          "mojibake": "flag"}
+_REJECT_FLAG = {"truncated": "reject", "bad_key": "reject", "bad_siret": "flag", "unknown_code": "reject",
+                "mojibake": "flag"}
+EXPECT = {"finess": _REJECT_FLAG, "rpps": _REJECT_FLAG, "fhir": _REJECT_FLAG}
+
+
+def expect(output: str, kind: str, number: str = "") -> str:
+    """What a reader must do with a dirty record of ``output`` (finess, rpps, fhir): reject or flag.
+    ``number``: the FINESS number a ``bad_key`` corrupted (Corsican numbers are only flagged)."""
+    if kind == "bad_key" and number[:2] in ("2A", "2B"):
+        return "flag"
+    return EXPECT[output][kind]
 # Kinds that apply to each kind of record.
 KINDS = {
     "structureet": ("truncated", "bad_key", "bad_siret", "unknown_code", "mojibake"),

@@ -24,6 +24,7 @@ IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS = "https://finess.esante.gouv.fr"
 SIRENE = "https://sirene.fr"
 RPPS_RANG = "https://rppsrang.esante.gouv.fr"
+ADELI_RANG = "https://adelirang.esante.gouv.fr"
 OI_SYSTEM = "https://oi.esante.gouv.fr"
 G07, G08 = "TRE_G07-TypeIdentifiantStructure", "TRE_G08-TypeIdentifiantPersonne"
 R283, R200 = "TRE_R283-NiveauConfidentialite", "TRE_R200-CanalCommunication"
@@ -35,14 +36,15 @@ class Fhir:
         self.nos = nos
         self.region = region
         self.tag = [{"system": nos.url("TRE_R30-RegionOM"), "code": region}]
-        self._types = {code: {"coding": [nos.coding(table, code)]}
-                       for table, code in ((G07, "40"), (G07, "1"), (G07, "2"), (G07, "3"), (G07, "4"),
+        self._types = {"G07:0" if (table, code) == (G07, "0") else code: {"coding": [nos.coding(table, code)]}
+                       for table, code in ((G07, "40"), (G07, "1"), (G07, "2"), (G07, "3"), (G07, "4"), (G07, "0"),
                                            (G08, "8"), (G08, "0"), (G08, "30"),
                                            ("TRE_R345-TypeIdentifiantAutre", "42"),
                                            ("TRE_R354-TypeIdentifiantRessourceOperationnelle", "25"),
                                            ("TRE_R354-TypeIdentifiantRessourceOperationnelle", "26"),
                                            ("TRE_R355-TypeIdentifiantOffre", "35"))}
         self._age = {"system": nos.url("TRE_R247-UcumUniteMesure"), "code": "a"}
+        self._savoir_faire = nos.concept("TRE_R04-TypeSavoirFaire", "S")
 
     # --- common parts ------------------------------------------------------------------------------
     def _meta(self, rtype: str, updated) -> dict:
@@ -123,7 +125,10 @@ class Fhir:
         if eg.siret:
             ids.append(self._ident("3", eg.siret, SIRENE))
         if eg.rank:
-            ids.append(self._ident("4", eg.rank, RPPS_RANG))
+            if eg.rank_type == "4":
+                ids.append(self._ident("4", eg.rank, RPPS_RANG))
+            else:
+                ids.append(self._ident("G07:0", eg.rank, ADELI_RANG))
         res["identifier"] = ids
         table = "TRE_R02-SecteurActivite" if eg.kind.category.startswith("SA") else "TRE_R66-CategorieEtablissement"
         res["type"] = [self.nos.concept(table, eg.kind.category)]
@@ -349,9 +354,11 @@ class Fhir:
         res["practitioner"] = {"reference": "Practitioner/" + p.rid}
         res["organization"] = {"reference": "Organization/" + r.site.rid}
         res["code"] = [n.concept("TRE_G15-ProfessionSante", p.profession)]
-        if p.specialty:
-            res["specialty"] = [n.concept("TRE_R04-TypeSavoirFaire", "S"),
-                                n.concept("TRE_R38-SpecialiteOrdinale", p.specialty)]
+        # expertiseType (TRE_R04, 1..1 in the profile): S (spécialité ordinale) for every professional, as
+        # in the IG examples; the specialty slice (TRE_R38) only for those who have one (physicians, some
+        # dentists). The other professions have no savoir-faire in the RPPS.
+        res["specialty"] = [self._savoir_faire, n.concept("TRE_R38-SpecialiteOrdinale", p.specialty)] \
+            if p.specialty else [self._savoir_faire]
         res["healthcareService"] = [{"reference": "HealthcareService/" + r.offer.rid}]
         if r.phone:
             res["telecom"] = [self._contact_point("2", "1", r.phone, "Cabinet")]

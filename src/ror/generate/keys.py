@@ -1,9 +1,14 @@
-"""National identifiers with their check keys: FINESS, SIREN/SIRET, RPPS, ADELI, RPPS cabinet rank.
+"""National identifiers with their check keys: FINESS, SIREN/SIRET, RPPS, ADELI, and the cabinet numbers.
 
-All of them end with a Luhn (mod 10) key over the whole number, which published numbers confirm
-(FINESS ``010000024``, ``970100012``; SIREN ``732829320``; RPPS ``10106476764``; ADELI ``012600631``;
-RPPS cabinet rank ``10100000240453``). For Corsican FINESS numbers the letters of ``2A``/``2B`` are
-read as ``20`` to compute the key (an assumption shared with ``tests/fixtures/small/check_bundle.py``:
+The registry numbers end with a Luhn (mod 10) key over the whole number, which published numbers confirm
+(FINESS ``010000024``, ``970100012``; SIREN ``732829320``; RPPS ``10106476764``; ADELI ``012600631``).
+A cabinet number (RPPS-rang / ADELI-rang) is the number of the professional holding the cabinet, with its
+own key, followed by a rang and no further key: the RPPS extraction samples (``shared/data/rpps``) show
+``Ancien identifiant de la structure`` ``410005929293016`` = ``4`` + RPPS ``10005929293`` + rang ``016``
+(and ``410100375103005`` for the physician ``10100375103`` himself), ``001920057500`` = ``0`` + ADELI
+``019200575`` + rang ``00``; ``ror.profiles.identifiers`` reads them so. For Corsican FINESS numbers the
+letters of ``2A``/``2B`` are read as ``20`` to compute the key (an assumption shared with
+``tests/fixtures/small/check_bundle.py``:
 no official statement of that rule was found offline).
 """
 
@@ -77,10 +82,10 @@ def adeli(department: str, profession: str, order: int) -> str:
     return payload + luhn_key(payload)
 
 
-def rpps_rank(body: int) -> str:
-    """RPPS cabinet rank (``Identifiant technique`` ``R…``): ``10`` then 11 digits and a Luhn key."""
-    payload = f"10{body:011d}"
-    return payload + luhn_key(payload)
+def cabinet(number: str, rang: int) -> str:
+    """Cabinet number: an RPPS number and a 3-digit rang (14 digits), or an ADELI number and a 2-digit rang
+    (11 digits)."""
+    return f"{number}{rang:03d}" if len(number) == 11 else f"{number}{rang:02d}"
 
 
 def corrupt_key(number: str) -> str:

@@ -43,7 +43,7 @@ class Site:
     idnat: str
     finess: str
     siret: str
-    rank: str                # RPPS cabinet rank (individual practices), else ""
+    rank: str                # cabinet number of an individual practice (keys.cabinet: RPPS or ADELI + rang), else ""
     name: str
     rs: str
     kind: SiteKind
@@ -59,18 +59,30 @@ class Site:
     closed: date | None = None   # definitively closed: no offer left, out of the FINESS stock
 
     @property
+    def rank_type(self) -> str:
+        """TRE_G07 type of the cabinet number: 4 RPPS-rang (14 digits), 0 ADELI-rang (11 digits)."""
+        return "4" if len(self.rank) == 14 else "0"
+
+    @property
     def technical_id(self) -> str:
-        """RPPS ``Identifiant technique de la structure``."""
+        """RPPS ``Identifiant technique de la structure``: ``F`` + FINESS, ``C`` + SIRET, ``R`` + RPPS-rang,
+        ``C`` + ADELI-rang (the sample's ``C01920057500``).
+
+        In the samples the ``R`` number of an RPPS cabinet is an ANS sequence unrelated to the RPPS number
+        (``R10100000240453`` for the cabinet ``410005929293016``), but the RPPS feed reads the RPPS-rang
+        identifier from it (``ror.feeds.rpps``), so the generator writes the RPPS-rang there too."""
         if self.finess:
             return "F" + self.finess
-        return "C" + self.siret if self.siret else "R" + self.rank
+        if self.siret:
+            return "C" + self.siret
+        return ("R" if self.rank_type == "4" else "C") + self.rank
 
     @property
     def old_id(self) -> str:
-        """RPPS ``Ancien identifiant de la structure`` (TRE_G07 type + number)."""
+        """RPPS ``Ancien identifiant de la structure`` (TRE_G07 type + number), the site's idNatStruct."""
         if self.finess:
             return "1" + self.finess
-        return "3" + self.siret if self.siret else "4" + self.rank
+        return "3" + self.siret if self.siret else self.rank_type + self.rank
 
 
 @dataclass(slots=True)

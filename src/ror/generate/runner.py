@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ror.generate import VERSION, keys
 from ror.generate import catalog as cat
-from ror.generate.dirty import EXPECT
+from ror.generate.dirty import expect
 from ror.generate.flat import RPPS_HEADER, upper
 from ror.generate.model import Legal
 from ror.generate.names import ASSOCIATION_NAMES, CLINIC_NAMES, FEMALE, HOME_NAMES, MALE, SURNAMES
@@ -167,12 +167,13 @@ def generate(out: Path, scale: str = "10000", seed: int = 1, regions: list[str] 
     finess_path = out / "finess" / f"etalab-cs1100507-stock-{stamp}-0400.csv"
     rpps_path = out / "rpps" / f"PS_LibreAcces_Personne_activite_{stamp}0612.txt"
     dirty_records = [d for r in ordered for d in r["dirty"]]
+    dependents = [d for r in ordered for d in r["dependents"]]
     finess_counts = _merge(parts, sorted(results), finess_path, ("structureet", "geolocalisation", "structureej"),
                            f"finess;etalab;{FINESS_MANIFEST_COUNT};{as_of.isoformat()}\n".encode("latin-1"),
                            dirty_records)
     rpps_counts = _merge(parts, sorted(results), rpps_path, ("rpps",), (RPPS_HEADER + "\n").encode(), dirty_records)
     shutil.rmtree(parts)
-    manifest = _manifest(out, p, seed, dirty, as_of, ordered, finess_counts, rpps_counts, dirty_records)
+    manifest = _manifest(out, p, seed, dirty, as_of, ordered, finess_counts, rpps_counts, dirty_records, dependents)
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return manifest
 
@@ -196,8 +197,9 @@ def _merge(parts: Path, regions: list[str], target: Path, sections: tuple[str, .
                 n += 1
                 if kind != b"-":
                     k = kind.decode()
-                    dirty_records.append({"file": rel, "line": line, "kind": k, "key": key.split(b"\x1e")[0].decode(),
-                                          "record": section, "expect": EXPECT[k]})
+                    number = key.split(b"\x1e")[0].decode()
+                    dirty_records.append({"file": rel, "line": line, "kind": k, "key": number, "record": section,
+                                          "expect": expect(target.parent.name, k, number)})
             for f in files:
                 f.close()
             counts[section] = n
@@ -214,7 +216,7 @@ def _digest(path: Path) -> dict:
 
 
 def _manifest(out: Path, p: Plan, seed: int, dirty: float, as_of: date, results: list[dict],
-              finess_counts: dict, rpps_counts: dict, dirty_records: list[dict]) -> dict:
+              finess_counts: dict, rpps_counts: dict, dirty_records: list[dict], dependents: list[dict]) -> dict:
     files = {}
     for r in results:  # the regions hashed their files as they wrote them
         files.update(r["files"])
@@ -241,5 +243,6 @@ def _manifest(out: Path, p: Plan, seed: int, dirty: float, as_of: date, results:
         "finess": finess_counts,
         "rpps": {"lines": rpps_counts["rpps"]},
         "files": files,
-        "dirty": {"count": len(dirty_records), "by_kind": dict(sorted(kinds.items())), "records": dirty_records},
+        "dirty": {"count": len(dirty_records), "by_kind": dict(sorted(kinds.items())), "records": dirty_records,
+                  "dependents": sorted(dependents, key=lambda d: (d["file"], d["line"]))},
     }

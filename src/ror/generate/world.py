@@ -10,6 +10,7 @@ the parent merges into the national files (``ror.generate.runner``).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from ror.generate.places import Address, Region, finess_prefix
 from ror.generate.rand import Clock, Weighted, between, stream
 
 TYPES = ("Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole")
+_REFERENCE = re.compile(rb'"reference":"([A-Za-z]+/[^"]+)"')
 RPPS_PROFESSIONS = frozenset({"10", "21", "40", "50", "60", "70", "80"})
 # Share of women by profession (DREES), for civility and first names.
 WOMEN = {"10": 0.5, "21": 0.68, "40": 0.48, "50": 0.97, "60": 0.87, "70": 0.5, "80": 0.7, "91": 0.97, "92": 0.9}
@@ -83,10 +85,27 @@ class Sink:
         self.nos = nos
         self.region = job.region
         self.dirty: list[dict] = []
+        self.dependents: list[dict] = []
+        self.rejected: set[bytes] = set()  # "Type/id" of the resources a reader rejects (dirty or dependent)
 
     def write(self, resource: dict) -> None:
+        """Write one resource, made dirty at the dirty share. Resources only reference resources written
+        before them, so a resource naming a rejected one (dirty, or itself a dependent) is known here: it is
+        listed as a dependent and never made dirty itself. A reader rejects a dependent when it cannot
+        resolve that reference otherwise (the regional feed does not when a registry brought the target's
+        national key, or owns the element: an EG's partOf from FINESS, a city offer pre-filled from RPPS)."""
         rtype = resource["resourceType"]
         line = None
+        name = f"{rtype}/{resource['id']}"
+        clean = orjson.dumps(resource)
+        if self.rejected:
+            of = next((r for r in _REFERENCE.findall(clean) if r in self.rejected), None)
+            if of is not None:
+                self.rejected.add(name.encode())
+                self.dependents.append({"file": f"fhir/{self.region}/{rtype}.ndjson", "line": self.lines[rtype] + 1,
+                                        "key": name, "of": of.decode()})
+                self._out(rtype, clean)
+                return
         if self.share and self.rng.random() < self.share:
             kind = self.rng.choice(dirty.KINDS[rtype])
             try:
@@ -94,10 +113,17 @@ class Sink:
             except ValueError:
                 line = None
             else:
-                expect = "flag" if kind == "bad_key" and rtype == "Organization" else dirty.EXPECT[kind]
+                number = next((i["value"] for i in resource.get("identifier", ())
+                               if i.get("system") == "https://finess.esante.gouv.fr"), "")
+                expect = dirty.expect("fhir", kind, number)
+                if expect == "reject":
+                    self.rejected.add(name.encode())
                 self.dirty.append({"file": f"fhir/{self.region}/{rtype}.ndjson", "line": self.lines[rtype] + 1,
-                                   "kind": kind, "key": f"{rtype}/{resource['id']}", "expect": expect})
-        data = (line if line is not None else orjson.dumps(resource)) + b"\n"
+                                   "kind": kind, "key": name, "expect": expect})
+        self._out(rtype, line if line is not None else clean)
+
+    def _out(self, rtype: str, line: bytes) -> None:
+        data = line + b"\n"
         self.files[rtype].write(data)
         self.hashes[rtype].update(data)
         self.bytes[rtype] += len(data)
@@ -247,7 +273,7 @@ class RegionGenerator:
         files[f"csd/ror-csd-{self.code}.xml"] = self.csd.close(self.job.out / "csd" / f"ror-csd-{self.code}.xml")
         self.flat.write(self.job.parts, self.code)
         return {"region": self.code, "resources": dict(self.sink.lines), "capacity_records": self.capacities,
-                "files": files, "dirty": self.sink.dirty}
+                "files": files, "dirty": self.sink.dirty, "dependents": self.sink.dependents}
 
     def emit(self, resource: dict) -> None:
         self.sink.write(resource)
@@ -313,8 +339,12 @@ class RegionGenerator:
         words = self.words(a)
         finess = siret = rank = ""
         if kind.city in ("individual",):
-            rank = keys.rpps_rank(self.job.index * 1_000_000_000 + self._next("rank"))
-            idnat = "4" + rank
+            # the holder's RPPS (or ADELI) number and a rang: the rangs of the samples (016, 066, 005, 00)
+            # count the holder's earlier practice situations; drawn from the number, not from ``rng``
+            number = owner[1].number
+            rang = 1 + int(number[-5:-1]) % 69 if owner[1].id_type == "8" else int(number[-5:-1]) % 20
+            rank = keys.cabinet(number, rang)
+            idnat = ("4" if owner[1].id_type == "8" else "0") + rank
         elif kind.city in ("group", "society"):
             siret = keys.siret(legal.siren, self.job.index * 500 + self._next("nic:" + legal.siren))
             idnat = "3" + siret
@@ -586,6 +616,9 @@ class RegionGenerator:
         woman = rng.random() < WOMEN.get(profession, 0.75)
         given = (self.female if woman else self.male)(rng)
         family = self.surnames(rng)
+        if profession == "40" and not specialty:  # ordinal specialties of dentists (ONCD: ODF ~5 %, CO ~1 %)
+            draw = rng.random()
+            specialty = "SCD01" if draw < 0.05 else "SCD02" if draw < 0.06 else ""
         if profession in RPPS_PROFESSIONS:
             id_type, number = "8", keys.rpps(self.job.index * 1_000_000 + self._next("rpps"))
         else:  # ADELI: registered in the department of practice

@@ -118,6 +118,33 @@ def row_mask(resource: dict, param_code: str, value, group: dict | None) -> int:
     return ALL
 
 
+# How ``row_mask`` is decided for the rows of one parameter (``mask_rule``), so that the indexer asks
+# once per parameter, not once per value: every row gets ``ALL`` or another fixed mask (an int), or
+# the mask of its record (MASK_BY_GROUP: ``capacity_mask`` of the instance), or, per value,
+# ``characteristic_value_mask`` (MASK_BY_CHARACTERISTIC).
+MASK_BY_GROUP = "group"
+MASK_BY_CHARACTERISTIC = "characteristic"
+
+
+def mask_rule(rtype: str, param_code: str, group_url: str | None) -> int | str:
+    """``row_mask`` for the rows of ``param_code`` on ``rtype`` read inside instances of the extension
+    ``group_url`` (None: read on the resource), decided once; same rules in the same order."""
+    if group_url == CAPACITY:
+        return MASK_BY_GROUP
+    if rtype == "Organization" and param_code == "drop-zone":
+        return ORSAN_HELIPAD
+    if rtype == "HealthcareService" and param_code == "characteristic":
+        return MASK_BY_CHARACTERISTIC
+    return ALL
+
+
+def characteristic_value_mask(resource: dict, value) -> int:
+    """``row_mask`` of a HealthcareService ``characteristic`` value."""
+    if isinstance(value, dict) and restricted_characteristic(value):
+        return characteristic_mask(resource)
+    return ALL
+
+
 # -- redaction of a visible resource -------------------------------------------------------------
 
 def _confidentiality(node: dict) -> str | None:

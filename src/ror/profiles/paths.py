@@ -4,6 +4,8 @@ SearchParameter expressions in the ROR IG and core R4 only use a small subset of
 member navigation (through arrays and ``value[x]`` choices), ``where(path = 'literal')``,
 ``as(Type)``/``ofType(Type)``, ``first()`` and unions with ``|``. That subset is compiled once, at
 registry build time, into closures over plain dicts: no FHIRPath interpretation on the write path.
+The indexer evaluates all the paths of a resource type at once with a :class:`Program`: a prefix tree
+of their steps, generated as one Python function.
 Anything outside it raises at compile time, so an unsupported definition is seen at start-up.
 
 ``as(Type)`` is deliberately lenient: several ROR token parameters write ``.value.as(code)`` on
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from itertools import repeat
 
 # An item is (value, type hint). The hint is the choice suffix (``CodeableConcept`` for
 # ``valueCodeableConcept``) when the value came through a choice element, else None.
@@ -60,25 +63,32 @@ def _split_top(expr: str, sep: str) -> list[str]:
     return parts
 
 
+_MISSING = object()
+
+
 def _member(name: str) -> Extractor:
+    n = len(name)
+
     def step(items: Iterable[Item]) -> list[Item]:
         out: list[Item] = []
         for value, _hint in items:
             if not isinstance(value, dict):
                 continue
-            if name in value:
-                v = value[name]
+            v = value.get(name, _MISSING)
+            if v is not _MISSING:
                 if isinstance(v, list):
-                    out.extend((x, None) for x in v)
+                    out += [(x, None) for x in v]
                 else:
                     out.append((v, None))
                 continue
             # value[x] choice: ``value`` matches ``valueCodeableConcept``, ``valueString``...
+            if not any(map(str.startswith, value, repeat(name))):  # the common case, tested in C
+                continue
             for key, v in value.items():
-                if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
-                    hint = key[len(name):]
+                if key.startswith(name) and len(key) > n and key[n].isupper():
+                    hint = key[n:]
                     if isinstance(v, list):
-                        out.extend((x, hint) for x in v)
+                        out += [(x, hint) for x in v]
                     else:
                         out.append((v, hint))
         return out
@@ -101,16 +111,14 @@ def _first(items: Iterable[Item]) -> list[Item]:
     return []
 
 
-def _where(arg: str) -> Extractor:
-    m = _WHERE_RE.match(arg)
-    if not m:
-        raise PathSyntaxError(f"unsupported where() criterion: {arg!r}")
-    literal = re.sub(r"\\(.)", r"\1", m.group("lit"))
-    path = m.group("path")
-    if "." not in path:  # where(url='…'), where(id='…'): by far the common case, a plain key test
-        def direct(items: Iterable[Item]) -> list[Item]:
-            return [it for it in items if isinstance(it[0], dict) and it[0].get(path) == literal]
-        return direct
+def _where_key(key: str, literal: str) -> Extractor:
+    """``where(url='…')``, ``where(id='…')``: by far the common case, a plain key test."""
+    def direct(items: Iterable[Item]) -> list[Item]:
+        return [it for it in items if isinstance(it[0], dict) and it[0].get(key) == literal]
+    return direct
+
+
+def _where_path(path: str, literal: str) -> Extractor:
     sub = _compile_chain(path, root=None)
 
     def step(items: Iterable[Item]) -> list[Item]:
@@ -118,36 +126,52 @@ def _where(arg: str) -> Extractor:
     return step
 
 
-def _compile_step(token: str) -> Extractor:
+def parse_step(token: str) -> tuple:
+    """A path step as a descriptor: ``("member", name)``, ``("where", key, literal)`` (a plain key
+    test, ``where(url='…')``), ``("where_path", path, literal)``, ``("as", type)`` or ``("first",)``."""
     m = _STEP_RE.match(token)
     if not m:
         raise PathSyntaxError(f"unsupported path step: {token!r}")
     name, arg = m.group("name"), m.group("arg")
     if arg is None:
-        return _member(name)
+        return ("member", name)
     if name == "where":
-        return _where(arg)
+        w = _WHERE_RE.match(arg)
+        if not w:
+            raise PathSyntaxError(f"unsupported where() criterion: {arg!r}")
+        literal = re.sub(r"\\(.)", r"\1", w.group("lit"))
+        path = w.group("path")
+        return ("where", path, literal) if "." not in path else ("where_path", path, literal)
     if name in ("as", "ofType"):
-        return _as_type(arg.strip())
+        return ("as", arg.strip())
     if name == "first" and not arg.strip():
-        return _first
+        return ("first",)
     raise PathSyntaxError(f"unsupported function: {name}()")
 
 
-def _compile_chain(expr: str, root: str | None) -> Extractor:
+def step_function(step: tuple) -> Extractor:
+    kind = step[0]
+    if kind == "member":
+        return _member(step[1])
+    if kind == "where":
+        return _where_key(step[1], step[2])
+    if kind == "where_path":
+        return _where_path(step[1], step[2])
+    if kind == "as":
+        return _as_type(step[1])
+    return _first
+
+
+def chain_steps(expr: str, root: str | None) -> list[tuple]:
+    """The step descriptors of one path (no union); a leading ``root`` type name is dropped."""
     tokens = _split_top(expr.strip(), ".")
     if root is not None and tokens and tokens[0] in (root, "Resource", "DomainResource"):
         tokens = tokens[1:]
-    steps = [_compile_step(t) for t in tokens if t]
+    return [parse_step(t) for t in tokens if t]
 
-    def run(items: Iterable[Item]) -> list[Item]:
-        cur = list(items)
-        for s in steps:
-            if not cur:
-                break
-            cur = s(cur)
-        return cur
-    return run
+
+def _compile_chain(expr: str, root: str | None) -> Extractor:
+    return _chain_of(chain_steps(expr, root))
 
 
 def compile_relative(expr: str) -> Callable[[object], list[Item]]:
@@ -156,20 +180,24 @@ def compile_relative(expr: str) -> Callable[[object], list[Item]]:
     return lambda element: chain([(element, None)])
 
 
-def compile_expression(expr: str, resource_type: str) -> Callable[[dict], list[Item]]:
-    """Compile ``expr`` (a union of paths) for resources of ``resource_type``.
-
-    Union branches rooted at another resource type (core SearchParameters often share one
-    expression across bases) are dropped.
-    """
+def expression_branches(expr: str, resource_type: str) -> list[list[tuple]]:
+    """The step descriptors of each branch of ``expr`` (a union of paths) that applies to
+    ``resource_type``: branches rooted at another resource type (core SearchParameters often share
+    one expression across bases) are dropped."""
     branches = []
     for part in _split_top(expr, "|"):
         head = part.split(".", 1)[0].split("(", 1)[0]
         if head[:1].isupper() and head not in (resource_type, "Resource", "DomainResource"):
             continue
-        branches.append(_compile_chain(part, resource_type))
+        branches.append(chain_steps(part, resource_type))
     if not branches:
         raise PathSyntaxError(f"expression has no branch for {resource_type}: {expr}")
+    return branches
+
+
+def compile_expression(expr: str, resource_type: str) -> Callable[[dict], list[Item]]:
+    """Compile ``expr`` (a union of paths) for resources of ``resource_type``."""
+    branches = [_chain_of(steps) for steps in expression_branches(expr, resource_type)]
 
     def extract(resource: dict) -> list[Item]:
         out: list[Item] = []
@@ -177,3 +205,141 @@ def compile_expression(expr: str, resource_type: str) -> Callable[[dict], list[I
             out.extend(b([(resource, None)]))
         return out
     return extract
+
+
+def _chain_of(steps: list[tuple]) -> Extractor:
+    fns = [step_function(s) for s in steps]
+
+    def run(items: Iterable[Item]) -> list[Item]:
+        cur = list(items)
+        for s in fns:
+            if not cur:
+                break
+            cur = s(cur)
+        return cur
+    return run
+
+
+class _Node:
+    """A step of a :class:`Program`, shared by every path that goes through it."""
+
+    __slots__ = ("by_key", "plain", "slots", "steps")
+
+    def __init__(self, steps: tuple[tuple, ...]):
+        self.steps = steps  # steps applied on entry ((): a where(key='…') child, filtered by its parent)
+        self.slots: list[int] = []  # paths ending here
+        self.plain: dict[tuple, _Node] = {}
+        self.by_key: dict[str, dict[str, _Node]] = {}  # where(key='literal') children: key -> literal -> node
+
+
+class Program:
+    """Many paths evaluated together from one root value, each step computed once for all the paths
+    that share it (as a prefix tree), and each family of ``where(url='…')`` siblings answered by one
+    pass grouping the items by url. :meth:`run` gives, per path (in the order given), exactly what
+    that path alone gives (``_chain_of``), as a list, or None when it is empty."""
+
+    def __init__(self, paths: list[list[tuple]]):
+        self.size = len(paths)
+        self._root = _Node(())
+        for slot, steps in enumerate(paths):
+            node = self._root
+            for step in steps:
+                if step[0] == "where":
+                    by_lit = node.by_key.setdefault(step[1], {})
+                    node = by_lit.get(step[2]) or by_lit.setdefault(step[2], _Node(()))
+                else:
+                    node = node.plain.get(step) or node.plain.setdefault(step, _Node((step,)))
+            node.slots.append(slot)
+        self._freeze(self._root)
+        self._run = _generate(self._root, self.size)
+
+    def _freeze(self, node: _Node) -> None:
+        # A run of steps no path ends in or branches at is one node applying them in turn.
+        while not node.slots and not node.by_key and len(node.plain) == 1:
+            (only,) = node.plain.values()
+            node.steps += only.steps
+            node.slots, node.plain, node.by_key = only.slots, only.plain, only.by_key
+        node.plain = list(node.plain.values())  # type: ignore[assignment]
+        node.by_key = [(key, list(by_lit.items())) for key, by_lit in node.by_key.items()]  # type: ignore
+        for child in node.plain:
+            self._freeze(child)
+        for _key, by_lit in node.by_key:
+            for _lit, child in by_lit:
+                self._freeze(child)
+
+    def run(self, root: object) -> list[list[Item] | None]:
+        return self._run(root)
+
+
+def _group(items: list[Item], key: str) -> dict[str, list[Item]]:
+    """``items`` by their ``key`` (a string; the others are equal to no literal), in order."""
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        value = it[0]
+        if isinstance(value, dict):
+            k = value.get(key)
+            if isinstance(k, str):
+                if k in groups:
+                    groups[k].append(it)
+                else:
+                    groups[k] = [it]
+    return groups
+
+
+def _generate(root: _Node, size: int) -> Callable[[object], list]:
+    """The tree as one Python function, each node a nested ``if`` (no interpretation per step)."""
+    lines = ["def run(root):", f"    out = [None] * {size}", "    v0 = [(root, None)]",
+             "    is_dict = isinstance(root, dict)"]
+    consts: dict[str, object] = {"_group": _group, "MISSING": _MISSING}
+    count = [0]
+
+    def var() -> str:
+        count[0] += 1
+        return f"v{count[0]}"
+
+    def emit(node: _Node, cur: str, ind: str) -> None:
+        for step in node.steps:
+            name = f"F{len(consts)}"
+            consts[name] = step_function(step)
+            new = var()
+            if cur == "v0" and step[0] == "member":  # a member of the root: the step, inlined
+                lines.extend([f"{ind}{new} = root.get({step[1]!r}, MISSING) if is_dict else MISSING",
+                              f"{ind}if {new} is MISSING:", f"{ind}    {new} = {name}(v0)",
+                              f"{ind}elif isinstance({new}, list):", f"{ind}    {new} = [(x, None) for x in {new}]",
+                              f"{ind}else:", f"{ind}    {new} = [({new}, None)]"])
+            elif step[0] == "member":  # the step, inlined: an item at a time, its choice scan left to it
+                lines.extend([f"{ind}{new} = []", f"{ind}for x, h in {cur}:", f"{ind}    if isinstance(x, dict):",
+                              f"{ind}        y = x.get({step[1]!r}, MISSING)",
+                              f"{ind}        if y is MISSING:", f"{ind}            {new} += {name}(((x, h),))",
+                              f"{ind}        elif isinstance(y, list):",
+                              f"{ind}            {new} += [(z, None) for z in y]",
+                              f"{ind}        else:", f"{ind}            {new}.append((y, None))"])
+            else:
+                lines.append(f"{ind}{new} = {name}({cur})")
+            lines.append(f"{ind}if {new}:")
+            ind += "    "
+            cur = new
+        lines.append(f"{ind}pass")
+        lines.extend(f"{ind}out[{slot}] = {cur}" for slot in node.slots)
+        for child in node.plain:
+            emit(child, cur, ind)
+        for key, by_lit in node.by_key:
+            if len(by_lit) == 1:
+                (literal, child), = by_lit
+                got = var()
+                lines.extend([f"{ind}{got} = [it for it in {cur} if isinstance(it[0], dict) "
+                              f"and it[0].get({key!r}) == {literal!r}]", f"{ind}if {got}:"])
+                emit(child, got, ind + "    ")
+                continue
+            groups = var()
+            lines.append(f"{ind}{groups} = _group({cur}, {key!r})")
+            for literal, child in by_lit:
+                got = var()
+                lines.extend([f"{ind}{got} = {groups}.get({literal!r})", f"{ind}if {got}:"])
+                emit(child, got, ind + "    ")
+
+    emit(root, "v0", "    ")
+    lines.append("    return out")
+    namespace = dict(consts)
+    exec(compile("\n".join(lines), "<ror.profiles.paths.Program>", "exec"), namespace)
+    return namespace["run"]

@@ -39,6 +39,7 @@ class SearchParam:
     # index rows know which record they come from (same-record matching, per-record visibility).
     group: str | None = None
     extract_in_group: Callable[[object], list[Item]] | None = field(default=None, compare=False, repr=False)
+    group_path: str | None = None  # the path read inside each ``group`` instance (``extract_in_group``)
 
     @property
     def key(self) -> str:
@@ -181,13 +182,14 @@ _GROUP_RE = re.compile(r"^(\w+)\.extension\.where\(url\s*=\s*'([^']+)'\)\.(.+)$"
 
 def _build(code: str, base: str, ptype: str, expression: str, url: str,
            targets: tuple[str, ...] = (), note: str = "") -> SearchParam:
-    group, in_group = None, None
+    group, in_group, group_path = None, None, None
     m = _GROUP_RE.match(expression)
     if m and m.group(1) == base and m.group(2) in RECORD_EXTENSIONS:
-        group, in_group = m.group(2), compile_relative(m.group(3))
+        group, group_path = m.group(2), m.group(3)
+        in_group = compile_relative(group_path)
     return SearchParam(code=code, base=base, type=ptype, expression=expression, url=url, targets=targets,
                        note=note, extract=compile_expression(expression, base), group=group,
-                       extract_in_group=in_group)
+                       extract_in_group=in_group, group_path=group_path)
 
 
 @lru_cache(maxsize=1)

@@ -281,7 +281,7 @@ def wrk(server: Server, paths: list[str], connections: int, seconds: float, tmp:
     cpu0 = server.cpu_s()
     listing = tmp / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
-    p = subprocess.run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+    p = subprocess.run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                         "--timeout", "30s", "-s", str(ROOT / "benchmarks/paths.lua"), base, "--", str(listing)],
                        capture_output=True, text=True, timeout=seconds + 120)
     line = [x for x in p.stdout.splitlines() if x.startswith("{")]
@@ -602,9 +602,10 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
     out.append("\n## Not measured yet\n\n"
                "- the side-by-side peer (`@medplum/fhir-router` in-memory repository under Node): out of scope of "
                "this harness so far; issue 7 quotes ≈8,000 / ≈20,000 req/s for its reads, used above as the target;\n"
-               "- 2 API workers (only 1 here), the national scale itself (2.5M resources), bulk export (does not "
-               "exist yet), the FINESS/RPPS/CSD input paths of the generator (only the FHIR NDJSON extracts are "
-               "loaded here; `benchmarks/feeds.py` measures the FINESS import).\n")
+               "- 2 API workers for the searches (only 1 here; `benchmarks/capacity.py` measures PATCHes with "
+               "1 and 2), the national scale itself (2.5M resources), the FINESS/RPPS/CSD input paths of the "
+               "generator (only the FHIR NDJSON extracts are loaded here; `benchmarks/feeds.py` measures the "
+               "FINESS import).\n")
     return "".join(out)
 
 

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import nos_code
+from ror.profiles.access import CAPACITY, CONFIDENTIALITY_URLS, CONTACT_HS, SENSITIVE  # noqa: F401 (re-exported)
+from ror.profiles.searchparams import ROR
+from ror.profiles.structure import FR_ADDRESS_INSEE
+from ror.store.repository import REGION_SYSTEM
 
-ROR = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 NOS_PREFIX = "https://mos.esante.gouv.fr/NOS/"
-CREATION = ROR + "ror-meta-creation-date"
-CAPACITY = ROR + "ror-location-supported-capacity"
+CREATION = CREATION_EXT
 RESIDENTIAL = ROR + "ror-location-residential-capacity"
 PATIENT_TYPE = ROR + "ror-healthcareservice-patient-type"
-SENSITIVE = ROR + "ror-healthcareservice-sensitive-unit"
-CONTACT_HS = ROR + "ror-healthcareservice-contact"
 CONTACT_TELECOM = ROR + "ror-healthcareservice-contact-telecom"
 CHANNEL = ROR + "ror-telecom-communication-channel"
 PSY_SECTOR = ROR + "ror-healthcareservice-psychiatric-sector"
 COMMUNE = ROR + "ror-commune-cog"
-INSEE_URLS = ("http://interopsante.org/fhir/StructureDefinition/FrAddressInseeCode",
-              "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code")
-CONFIDENTIALITY = (ROR + "ror-telecom-confidentiality-level", ROR + "ror-confidentiality-level",
-                   ROR + "ror-contact-confidentiality-level", ROR + "ror-contact-telecom-confidentiality-level")
-REGION_SYSTEM = NOS_PREFIX + "TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"
+INSEE_URLS = FR_ADDRESS_INSEE
+CONFIDENTIALITY = CONFIDENTIALITY_URLS
 
 
 def table_of(system: str | None) -> str | None:

@@ -245,3 +245,18 @@ def test_fhir_client_library_create_read_search_page(live):
     assert read["name"] == "Lieu 07"
     valid(read.serialize())
     assert client.resources("Location").search(name="lieu").count() == 23
+
+
+def test_an_unexpected_failure_of_a_read_is_a_500_operation_outcome(service, monkeypatch, caplog):
+    """Reads by id take the FastReads path, before Starlette's error handler: same answer as elsewhere."""
+    from ror.api.app import create_app
+    from tests.access.test_security import call
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(service, "read", broken)
+    r = call(create_app(service, service.settings), "GET", "/fhir/Location/any")
+    assert r.status_code == 500 and r.headers["content-type"].startswith(FHIR)
+    assert r.json()["issue"][0]["code"] == "exception" and "database gone" not in r.text
+    assert "unexpected error on GET /fhir/Location/any" in caplog.text

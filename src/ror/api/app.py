@@ -180,6 +180,8 @@ class FhirApi:
         return await self.run(request, lambda: self.service.bundle(raw, base, self.caller(request)))
 
 
+_INTERNAL_ERROR = orjson.dumps(operation_outcome([Issue(
+    "fatal", "exception", "Internal error; it has been logged. Please report the time of the request.")]))
 _READ_PATH = re.compile(r"/fhir/([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 
 
@@ -216,6 +218,9 @@ class FastReads:
             status, body, headers = r.status, r.body, r.headers
         except RorError as e:
             status, body, headers = e.status, orjson.dumps(operation_outcome(e.issues)), e.headers or {}
+        except Exception:  # what Starlette's error handler does for the other routes (``_server_error``)
+            log.exception("unexpected error on GET %s", scope["path"])
+            status, body, headers = 500, _INTERNAL_ERROR, {}
         raw = [(b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -230,8 +235,7 @@ async def _not_found(request: Request, exc: HTTPException) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    issue = Issue("fatal", "exception", "Internal error; it has been logged. Please report the time of the request.")
-    return Response(orjson.dumps(operation_outcome([issue])), status_code=500, media_type=FHIR_JSON)
+    return Response(_INTERNAL_ERROR, status_code=500, media_type=FHIR_JSON)
 
 
 def create_app(service: FhirService, settings: Settings) -> SecureApp:

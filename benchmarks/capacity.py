@@ -8,8 +8,9 @@ The server (uvicorn, ``--workers`` processes) runs in its own process; the load 
 (benchmarks/paths.lua, C, so the load generator takes little of the 2 cores). Each PATCH is the
 supplier's conditional ``replace`` of one indicator of one place
 (``PATCH /fhir/Location?identifier={idNatStruct}/{id}``) with a new bed count, cycling over the places.
-Then, sequentially, 50 PATCHes are each followed at once by ``Location?identifier=…&nb-capacity=<new>``:
-the change must be visible at the very next request.
+Then a bed-management system's batches: transaction Bundles of 200 such PATCHes, one after the other
+(``batch_patches_per_s``). Last, sequentially, 50 PATCHes are each followed at once by
+``Location?identifier=…&nb-capacity=<new>``: the change must be visible at the very next request.
 """
 
 from __future__ import annotations
@@ -70,6 +71,28 @@ def throughput(base: str, places: int, seconds: float, concurrency: int, tmp: Pa
             "p95_ms": round(w["p95_us"] / 1000, 1), "p99_ms": round(w["p99_us"] / 1000, 1)}
 
 
+def batches(base: str, places: int, seconds: float, size: int) -> dict:
+    """A bed-management system's batch: transaction Bundles of ``size`` conditional PATCHes, sent one after
+    the other for ``seconds``: PATCH entries applied per second, and the time of one Bundle."""
+    times, n = [], 0
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(base_url=f"{base}/fhir", timeout=120) as c:
+        while time.perf_counter() < deadline:
+            entries = [{"resource": op("replace", path(), capacity(nb=10 + (n + i) % 1000)),
+                        "request": {"method": "PATCH",
+                                    "url": f"Location?identifier=1440990034/BENCH-{(n + i) % places}"}}
+                       for i in range(size)]
+            body = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            t0 = time.perf_counter()
+            r = c.post("", content=body, headers={"Content-Type": FHIR})
+            times.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise SystemExit(f"transaction -> {r.status_code}: {r.text[:300]}")
+            n += size
+    return {"batch_size": size, "batch_patches_per_s": round(n / sum(times)),
+            "batch_median_s": round(statistics.median(times), 2)}
+
+
 def visibility(base: str, places: int, checks: int = 50) -> dict:
     visible = 0
     delays = []
@@ -116,6 +139,7 @@ def main() -> None:
             # Warm-up: each worker's first writes load the profiles and NOS tables (~1 s).
             throughput(base, args.places, 3, args.concurrency, Path(tmp))
             result = throughput(base, args.places, args.seconds, args.concurrency, Path(tmp))
+            result |= batches(base, min(args.places, 1000), args.seconds, 200)
             result |= visibility(base, args.places)
         finally:
             server.terminate()

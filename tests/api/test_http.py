@@ -256,7 +256,11 @@ def test_an_unexpected_failure_of_a_read_is_a_500_operation_outcome(service, mon
         raise RuntimeError("database gone")
 
     monkeypatch.setattr(service, "read", broken)
-    r = call(create_app(service, service.settings), "GET", "/fhir/Location/any")
+    app = create_app(service, service.settings)
+    try:
+        r = call(app, "GET", "/fhir/Location/any")
+    finally:
+        app.trust.audit.close()  # its writer thread must not outlive the test's database
     assert r.status_code == 500 and r.headers["content-type"].startswith(FHIR)
     assert r.json()["issue"][0]["code"] == "exception" and "database gone" not in r.text
     assert "unexpected error on GET /fhir/Location/any" in caplog.text

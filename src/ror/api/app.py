@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
 import orjson
@@ -36,6 +37,7 @@ from ror.errors import (
     RorError,
     UnsupportedMediaType,
 )
+from ror.export.jobs import ExportJobs
 from ror.fhir.bundles import operation_outcome
 from ror.fhir.capability import capability_statement
 from ror.fhir.rights import FULL_ACCESS, Caller
@@ -243,6 +245,12 @@ def create_app(service: FhirService, settings: Settings) -> SecureApp:
     (ror.api.security: tokens, certificates, Ror-* headers, rate limits, audit)."""
     api = FhirApi(service, settings)
     trust = TrustSpace(service.engine, settings)
+    jobs = ExportJobs(service.engine, settings)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await run_in_threadpool(jobs.close)  # stop the export workers and their heartbeat with the server
     routes = [
         *admin_routes(trust),
         Route("/", lambda request: RedirectResponse("/fhir/metadata")),
@@ -252,7 +260,7 @@ def create_app(service: FhirService, settings: Settings) -> SecureApp:
                             settings.public_base_url),
         *capacity_routes(service.engine, settings, FhirApi.caller, error_response),
         *quality_routes(service.engine, FhirApi.caller, error_response),
-        *export_routes(service, settings, api.base, FhirApi.caller, error_response),  # $export, before /fhir/{rtype}
+        *export_routes(jobs, api.base, FhirApi.caller, error_response),  # $export, before /fhir/{rtype}
         Route("/fhir", api.system, methods=["POST"]),
         Route("/fhir/", api.system, methods=["POST"]),
         Route("/fhir/{rtype}/_search", api.search_post, methods=["POST"]),
@@ -261,5 +269,6 @@ def create_app(service: FhirService, settings: Settings) -> SecureApp:
         Route("/fhir/{rtype}/{rid}", api.instance, methods=["GET", "PUT", "PATCH", "DELETE", "POST"]),
         Route("/fhir/{rtype}", api.type_level, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
     ]
-    return secure(FastReads(Starlette(routes=routes, exception_handlers={HTTPException: _not_found,
-                                                                      Exception: _server_error}), api), trust)
+    inner = Starlette(routes=routes, lifespan=lifespan,
+                      exception_handlers={HTTPException: _not_found, Exception: _server_error})
+    return secure(FastReads(inner, api), trust)

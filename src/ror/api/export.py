@@ -29,9 +29,8 @@ from ror.export.jobs import ExportJobs
 from ror.export.request import NDJSON, parse_export
 from ror.fhir.bundles import operation_outcome
 from ror.fhir.rights import Caller
-from ror.fhir.service import FHIR_JSON, FhirService
+from ror.fhir.service import FHIR_JSON
 from ror.fhirdates import stamp_to_instant
-from ror.settings import Settings
 
 
 def parameters_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -53,10 +52,10 @@ def parameters_pairs(raw: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-def export_routes(service: FhirService, settings: Settings, base_of: Callable[[Request], str],
-                  caller_of: Callable[[Request], Caller], error_response: Callable[[RorError], Response]
-                  ) -> list[Route]:
-    jobs = ExportJobs(service.engine, settings)
+def export_routes(jobs: ExportJobs, base_of: Callable[[Request], str], caller_of: Callable[[Request], Caller],
+                  error_response: Callable[[RorError], Response]) -> list[Route]:
+    """The Bulk Data routes over ``jobs`` (created by ``create_app``, which stops them with the server)."""
+    settings = jobs.settings
 
     def status_url(request: Request, job_id: str) -> str:
         return f"{base_of(request)}/$export-poll-status?_jobId={job_id}"

@@ -59,8 +59,8 @@ def error_response(e: RorError) -> Response:
                     media_type=FHIR_JSON)
 
 
-def _check_accept(request: Request) -> None:
-    accept = request.headers.get("accept", "")
+def _check_accept(accept: str) -> None:
+    """406 unless the ``Accept`` header admits JSON."""
     if accept and not any(t in accept for t in ("json", "*/*", "application/*")):
         raise NotAcceptable(f"This server answers in {FHIR_JSON}; Accept: {accept} cannot be served")
 
@@ -92,7 +92,7 @@ class FhirApi:
 
     async def run(self, request: Request, fn: Callable[[], FhirResponse]) -> Response:
         try:
-            _check_accept(request)
+            _check_accept(request.headers.get("accept", ""))
             r = await run_in_threadpool(fn)
         except RorError as e:
             return error_response(e)
@@ -210,9 +210,7 @@ class FastReads:
         rtype, rid = m[1], m[2]
         caller = (scope.get("state") or {}).get("principal") or FULL_ACCESS
         try:
-            accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
-            if accept and not any(t in accept for t in ("json", "*/*", "application/*")):
-                raise NotAcceptable(f"This server answers in {FHIR_JSON}; Accept: {accept} cannot be served")
+            _check_accept(next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), ""))
             if self.inline:
                 r = self.api.service.read(rtype, rid, caller=caller)
             else:

@@ -23,6 +23,7 @@ from ror.errors import InputFileError
 from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATPS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
 from ror.feeds.fileset import FileSet
 from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, file_head, key, luhn_ok, nos_code, ref
+from ror.fhir.files import is_ndjson
 from ror.profiles.identifiers import check_id_nat_ps
 from ror.profiles.searchparams import RESOURCE_TYPES
 from ror.store.repository import REGION_SYSTEM
@@ -79,17 +80,7 @@ class RegionalFeed(Feed):
 
     def _resources(self, path: Path) -> Iterator[tuple[int, object]]:
         """(line or entry number, parsed JSON) — NDJSON line by line, a Bundle entry by entry (ijson)."""
-        with path.open("rb") as f:
-            first = f.readline()
-            ndjson = False
-            try:
-                head = orjson.loads(first)
-                # more lines, or a one-line file holding one resource (an extract of a single record)
-                single = isinstance(head, dict) and head.get("resourceType") != "Bundle"
-                ndjson = bool(f.read(1 << 12).strip()) or single
-            except orjson.JSONDecodeError:
-                pass
-        if ndjson:
+        if is_ndjson(path):
             with path.open("rb") as f:
                 for n, line in enumerate(f, 1):
                     if line.strip():

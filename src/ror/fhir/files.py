@@ -50,11 +50,9 @@ def read_resources(path: Path) -> Iterator[dict | Rejected]:
         yield item.parse() if isinstance(item, Line) else item
 
 
-def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
-    """``read_resources``, but NDJSON lines come unparsed, as ``Line``.
-
-    NDJSON when the first line is a complete JSON value and more lines follow; otherwise the file
-    is one JSON document, which must be a Bundle."""
+def is_ndjson(path: Path) -> bool:
+    """NDJSON when the first line is a complete JSON value and more lines follow, or when that line is
+    a whole resource other than a Bundle (a one-record extract); otherwise one JSON document."""
     try:
         with path.open("rb") as f:
             first = f.readline()
@@ -64,11 +62,16 @@ def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
     if not first.strip() and not more:
         raise InputFileError(f"{path}: the file is empty")
     try:
-        orjson.loads(first)
-        ndjson = more
+        head = orjson.loads(first)
     except orjson.JSONDecodeError:
-        ndjson = False
-    if ndjson:
+        return False
+    return more or (isinstance(head, dict) and head.get("resourceType") != "Bundle")
+
+
+def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
+    """``read_resources``, but NDJSON lines come unparsed, as ``Line`` (see ``is_ndjson``); a JSON
+    document must be a Bundle or a resource."""
+    if is_ndjson(path):
         yield from _ndjson(path)
         return
     try:

@@ -51,6 +51,8 @@ MISSING_TARGET = "does not exist in ROR national"  # text of the issue of a refe
 STORED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
                           "Task"})
 
+_CLEAN_MAX = 100_000  # clean extension verdicts kept per validator (~30 MB at most)
+_NEVER = "\uffff"  # after every date
 _TZ = r"(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)"
 _TIME = r"([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?"
 _FORMATS = {
@@ -174,7 +176,7 @@ def _codings(value, type_code: str) -> list[tuple[int | None, dict]]:
 
 
 class _Run:
-    __slots__ = ("at", "conn", "issues", "refs", "tables")
+    __slots__ = ("at", "conn", "issues", "refs", "tables", "window")
 
     def __init__(self, conn: Connection | None, at: str):
         self.conn = conn
@@ -182,6 +184,12 @@ class _Run:
         self.issues: list[Issue] = []
         self.refs: list[tuple[str, str, tuple[str, ...]]] = []
         self.tables: dict[str, ValueSetView | CodeSystemView | None] = {}  # URL -> view, for this resource
+        # The dates around ``at`` between which the codes checked so far keep their validity: [start, end).
+        self.window: tuple[str, str] = ("", _NEVER)
+
+    def narrow(self, start: str | None, end: str | None) -> None:
+        lo, hi = self.window
+        self.window = (max(lo, start or ""), min(hi, end or _NEVER))
 
     def add(self, severity: str, code: str, text: str, expr: str) -> None:
         self.issues.append(Issue(severity, code, text, [expr]))
@@ -203,6 +211,10 @@ class Validator:
         self.strict = strict
         self.check_references = check_references
         self._tz = ZoneInfo(local_timezone)
+        # Extensions found clean, by (slice, terminology generation, content) -> the dates between which the
+        # verdict holds: a place's capacity records and a feed's repeated extensions are checked once, not at
+        # every write that keeps them.
+        self._clean: dict[tuple, tuple[str, str]] = {}
 
     def validate(self, resource: dict, conn: Connection | None) -> list[Issue]:
         """Every issue of ``resource`` (errors, warnings, information), in document order."""
@@ -378,7 +390,10 @@ class Validator:
                     label += f" [{s.binding.rsplit('/', 1)[-1]}]"
                 self._cardinality(s, len(got), where, parent, run, label)
             for sub, tcode, value in got:
-                self._value(s, value, tcode, sub, run)
+                if is_ext:
+                    self._extension(s, value, tcode, sub, run)
+                else:
+                    self._value(s, value, tcode, sub, run)
         closed = kid.slicing is not None and kid.slicing.rules == "closed"
         for sub, tcode, value in unmatched:
             if closed:
@@ -387,6 +402,26 @@ class Validator:
                 self._free_extension(kid, value, sub, run)
             else:
                 self._value(kid, value, tcode, sub, run)
+
+    def _extension(self, s: Node, value, tcode: str, sub: str, run: _Run) -> None:
+        """``_value`` of an extension slice, skipped for content already found clean. Such a verdict depends on
+        the content, the NOS tables read and the validity periods of its codes that hold the resource date."""
+        if run.conn is not None:
+            self.terminology.refresh(run.conn)
+        key = (id(s), run.conn is None, self.terminology.generation, orjson.dumps(value))
+        window = self._clean.get(key)
+        if window is not None and window[0] <= run.at < window[1]:
+            run.narrow(*window)
+            return
+        issues, refs, outer = len(run.issues), len(run.refs), run.window
+        run.window = ("", _NEVER)
+        self._value(s, value, tcode, sub, run)
+        if len(run.issues) == issues and len(run.refs) == refs:
+            if len(self._clean) >= _CLEAN_MAX:
+                self._clean.clear()
+            self._clean[key] = run.window
+        inner, run.window = run.window, outer
+        run.narrow(*inner)
 
     def _in_slice(self, parent: Node, s: Node, value, tcode: str, run: _Run) -> bool:
         # Slices without a slicing come from a base profile that is not shipped (FrOrganization slices
@@ -557,6 +592,8 @@ class Validator:
                         f"(version {cs.version})", expr)
             return
         v = validity(info, run.at)
+        if v.period is not None:
+            run.narrow(*v.period)
         if v.state == "retired":
             run.add("error", "code-invalid", f"{what}: code '{c.get('code')}' ({info.display}) of {cs.name} was "
                     f"retired on {(v.date or '')[:10]}, before the resource date {run.at[:10]}", expr)

@@ -54,6 +54,7 @@ class Validity:
     state: str
     date: str | None = None  # start (not-yet-valid) or end (retired) of the relevant period
     retired_since: str | None = None  # set when the code is retired today, whatever ``state`` says
+    period: tuple[str | None, str | None] | None = None  # the validity period holding the date (``valid``)
 
 
 def _periods(states: list) -> tuple[tuple[str | None, str | None], ...]:
@@ -78,7 +79,7 @@ def validity(info: CodeInfo, at: str) -> Validity:
     retired_since = info.periods[-1][1] if info.status == "retired" and info.periods else None
     for start, end in info.periods:
         if (start is None or start <= at) and (end is None or at < end):
-            return Validity("valid", retired_since=retired_since)
+            return Validity("valid", retired_since=retired_since, period=(start, end))
     first = info.periods[0][0] if info.periods else None
     if first is not None and at < first:
         return Validity("not-yet-valid", first, retired_since)
@@ -103,7 +104,13 @@ class Terminology:
             self._vs.clear()
             self._generation = None
 
-    def _refresh(self, conn: Connection) -> None:
+    @property
+    def generation(self) -> int | None:
+        """The database's NOS generation last read (None: not read yet, or no NOS loaded)."""
+        return self._generation
+
+    def refresh(self, conn: Connection) -> None:
+        """Read the database's NOS generation again if last read more than ``ttl_s`` ago."""
         now = time.monotonic()
         if now - self._checked_at < self.ttl_s and self._generation is not None:
             return
@@ -116,7 +123,7 @@ class Terminology:
             self._checked_at = now
 
     def code_system(self, conn: Connection, url: str) -> CodeSystemView | None:
-        self._refresh(conn)
+        self.refresh(conn)
         if url not in self._cs:
             view = self._load_cs(conn, url)
             with self._lock:
@@ -124,7 +131,7 @@ class Terminology:
         return self._cs[url]
 
     def value_set(self, conn: Connection, url: str) -> ValueSetView | None:
-        self._refresh(conn)
+        self.refresh(conn)
         url = url.split("|")[0]
         if url not in self._vs:
             view = self._load_vs(conn, url)

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from ror.errors import InvalidRequest, PatchError, PatchTargetNotFound
-from ror.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from ror.fhir.patch import (
+    _NEEDS_LOCATIONS,
+    _Evaluator,
+    _parse_path,
+    _predicate,
+    _truth,
+    apply_fhirpath_patch,
+    apply_json_patch,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "ror" / "data" / "examples"  # the IG examples, bundled
 ROR = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
@@ -364,7 +372,7 @@ def select_count(resource: dict, path: str) -> int:
     return 1
 
 
-@pytest.mark.parametrize(("path", "count"), [
+SUBSET = [
     (f"Location.extension.where(url='{CAPACITY}')", 3),
     (f"Location.extension('{CAPACITY}')", 3),
     (f"Location.extension.where(url='{CAPACITY}').first()", 1),
@@ -388,9 +396,38 @@ def select_count(resource: dict, path: str) -> int:
     # `=` compares whole collections: seven urls never equal one string
     ("Location.extension.where(extension.url = 'capacityType')", 0),
     ("Location.`extension`.where(url = 'it\\'s')", 0),
-])
+]
+
+
+@pytest.mark.parametrize(("path", "count"), SUBSET)
 def test_fhirpath_subset(location, path, count):
     assert select_count(location, path) == count
+
+
+def test_criteria_on_primitive_extensions_fall_back_to_locations(location):
+    # `line` is a string: its extensions live in `_line`, which only the location evaluator reaches
+    assert select_count(location, f"Location.address.line.where(extension('{HOUSE_NUMBER}').exists())") == 1
+    assert select_count(location, f"Location.address.line.where(extension.where(url='{HOUSE_NUMBER}')"
+                                  ".value = '8')") == 0
+    assert select_count(location, "Location.address.where(line.extension.exists())") == 1
+
+
+@pytest.mark.parametrize("path", [p for p, _ in SUBSET if "where(" in p] + [
+    f"Location.address.where(line.extension('{HOUSE_NUMBER}').value = '7')",
+    "Location.address.where(city = 'Versailles' and postalCode != '78000')",
+])
+def test_criteria_compiled_over_values_agree_with_the_location_evaluator(location, path):
+    tree = _parse_path(path)
+    while tree[0] != "call" or tree[2] != "where":  # the outermost where() of the path
+        tree = tree[1]
+    base = _Evaluator(location).eval(tree[1], [_Evaluator(location).root], top=True)
+    assert base
+    test = _predicate(tree[3][0])
+    assert (test is None) == ("ofType(" in path or ".as(" in path)  # only these always need locations
+    for node in base:
+        by_locations = _truth(_Evaluator(location).eval(tree[3][0], [node]))
+        if test is not None:
+            assert test(node.value) in (by_locations, _NEEDS_LOCATIONS), (node.value, by_locations)
 
 
 def test_injection_looking_criteria_are_just_expressions(location):

@@ -217,7 +217,7 @@ class _Parser:
             raise ValueError(f"wrong number of arguments to '{name}()'")
         if name in ("ofType", "as"):
             return ("type", target, _type_name(args[0]))
-        return ("call", target, name, args)
+        return ("call", target, name, tuple(args))
 
 
 def _type_name(tree: tuple) -> str:
@@ -370,9 +370,17 @@ class _Evaluator:
             return [n for n in base if _has_type(n, tree[2])]
         return self.function(tree[2], base, tree[3], focus)
 
-    def function(self, name: str, base: list[_Node], args: list[tuple], focus: list[_Node]) -> list[_Node]:
+    def function(self, name: str, base: list[_Node], args: tuple, focus: list[_Node]) -> list[_Node]:
         if name == "where" or (name == "exists" and args):
-            base = [n for n in base if _truth(self.eval(args[0], [n])) is True]
+            test = _predicate(args[0])
+            kept = []
+            for n in base:
+                truth = _NEEDS_LOCATIONS if test is None else test(n.value)
+                if truth is _NEEDS_LOCATIONS:
+                    truth = _truth(self.eval(args[0], [n]))
+                if truth is True:
+                    kept.append(n)
+            base = kept
         if name == "where":
             return base
         if name in ("exists", "empty"):
@@ -389,6 +397,146 @@ class _Evaluator:
             raise ValueError("extension() takes a single url string")
         return [c for n in base for c in _children(n, "extension")
                 if isinstance(c.value, dict) and c.value.get("url") == url[0].value]
+
+
+# --- FHIRPath: evaluation to values, for the criteria of where() and exists() -----------------------------
+# A criterion only needs the values it reads, not where they live: compiled once per expression into closures
+# over plain JSON, it runs several times faster than the location evaluator (a capacity PATCH tests every
+# record of the place against four sub-extension codes). Shapes that need locations (``ofType``, the
+# ``_name`` companion of a primitive) fall back to the location evaluator.
+
+class _NeedsLocations(Exception):
+    pass
+
+
+_NEEDS_LOCATIONS = object()  # a criterion's answer when it must be evaluated on locations
+
+
+def _value_children(values: list, name: str) -> list:
+    out = []
+    for value in values:
+        if not isinstance(value, dict):
+            if name in ("extension", "id"):
+                raise _NeedsLocations  # a primitive's extensions live in its ``_name`` companion
+            continue
+        for item in [value[name]] if name in value else [value[k] for k in value if _is_choice_key(k, name)]:
+            if isinstance(item, list):
+                out += [v for v in item if v is not None]
+            else:
+                out.append(item)
+    return out
+
+
+def _value_truth(values: list) -> bool | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError("several items where a single boolean is expected")
+    return values[0] if isinstance(values[0], bool) else True
+
+
+def _compile_values(tree: tuple):
+    """``tree`` as a function from the focus values to the result values."""
+    tag = tree[0]
+    if tag == "lit":
+        value = tree[1]
+        return lambda focus: [value]
+    if tag == "this":
+        return lambda focus: focus
+    if tag in ("ident", "member"):
+        base = None if tag == "ident" else _compile_values(tree[1])
+        name = tree[-1]
+        if name == "resourceType" or name.startswith("_"):
+            return lambda focus: []
+        if base is None:
+            return lambda focus: _value_children(focus, name)
+        return lambda focus: _value_children(base(focus), name)
+    if tag == "index":
+        base, index = _compile_values(tree[1]), _compile_values(tree[2])
+
+        def at(focus):
+            i = index(focus)
+            if len(i) != 1 or type(i[0]) is not int:
+                raise ValueError("an indexer must be a single integer")
+            return base(focus)[i[0]:i[0] + 1] if i[0] >= 0 else []
+        return at
+    if tag in ("eq", "ne"):
+        left, right, negate = _compile_values(tree[1]), _compile_values(tree[2]), tag == "ne"
+
+        def equal(focus):
+            a, b = left(focus), right(focus)
+            if not a or not b:
+                return []
+            if len(a) == 1 == len(b) and type(a[0]) is str and type(b[0]) is str:  # most criteria: url='…'
+                return [(a[0] == b[0]) != negate]
+            return [_json_equal(a, b) != negate]
+        return equal
+    if tag in ("and", "or"):
+        left, right, decisive = _compile_values(tree[1]), _compile_values(tree[2]), tag == "or"
+
+        def logic(focus):
+            first = _value_truth(left(focus))
+            if first is decisive:
+                return [decisive]
+            second = _value_truth(right(focus))
+            if second is decisive:
+                return [decisive]
+            return [] if first is None or second is None else [not decisive]
+        return logic
+    if tag == "call":
+        return _compile_call(tree)
+    raise _NeedsLocations  # ofType()/as() test the key a value was found under
+
+
+def _compile_call(tree: tuple):
+    _, target, name, args = tree
+    base = (lambda focus: focus) if target is None else _compile_values(target)
+    if name == "where" or (name == "exists" and args):
+        test = _compile_values(args[0])
+
+        def kept(focus):
+            return [v for v in base(focus) if _value_truth(test([v])) is True]
+    else:
+        kept = base
+    if name == "where":
+        return kept
+    if name in ("exists", "empty"):
+        return lambda focus: [bool(kept(focus)) == (name == "exists")]
+    if name == "first":
+        return lambda focus: base(focus)[:1]
+    if name == "last":
+        return lambda focus: base(focus)[-1:]
+    if name == "not":
+        def negate(focus):
+            truth = _value_truth(base(focus))
+            return [] if truth is None else [not truth]
+        return negate
+    url = _compile_values(args[0])  # extension(url)
+
+    def extension(focus):
+        wanted = url(focus)
+        if len(wanted) != 1 or not isinstance(wanted[0], str):
+            raise ValueError("extension() takes a single url string")
+        return [e for e in _value_children(base(focus), "extension")
+                if isinstance(e, dict) and e.get("url") == wanted[0]]
+    return extension
+
+
+@functools.lru_cache(maxsize=512)
+def _predicate(tree: tuple):
+    """The criterion ``tree`` as a test of one item's value (True, False, None or ``_NEEDS_LOCATIONS``), or None
+    when it always needs locations."""
+    try:
+        values = _compile_values(tree)
+    except _NeedsLocations:
+        return None
+
+    def test(value) -> object:
+        try:
+            return _value_truth(values([value]))
+        except _NeedsLocations:
+            return _NEEDS_LOCATIONS
+    return test
 
 
 # --- FHIRPath Patch ----------------------------------------------------------------------------------------
@@ -682,23 +830,29 @@ def _move(node: _Node, op: _Operation) -> None:
 def _prune(value: Any) -> None:
     """Drop the ``[]`` and ``{}`` (and all-null ``_name`` arrays) that operations leave behind, bottom-up,
     so the result stays valid FHIR JSON. In ``_name`` arrays an emptied item becomes null to keep the
-    alignment with its primitive array."""
-    if isinstance(value, list):
+    alignment with its primitive array. Only containers are visited (a resource is mostly strings)."""
+    if type(value) is list:
         for item in value:
-            _prune(item)
+            if type(item) in _CONTAINERS:
+                _prune(item)
         return
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         return
     for key in list(value):
         item = value[key]
+        if type(item) not in _CONTAINERS:
+            continue
         _prune(item)
-        if isinstance(item, list):
+        if type(item) is list and any(v == {} or v == [] for v in item):
             if key.startswith("_"):
-                item[:] = [None if v in ({}, []) else v for v in item]
+                item[:] = [None if v == {} or v == [] else v for v in item]
             else:
-                item[:] = [v for v in item if v not in ({}, [])]
-        if item in ({}, []) or (isinstance(item, list) and item.count(None) == len(item)):
+                item[:] = [v for v in item if v != {} and v != []]
+        if not item or (type(item) is list and item.count(None) == len(item)):
             del value[key]
+
+
+_CONTAINERS = (dict, list)
 
 
 # --- JSON Patch (RFC 6902) ---------------------------------------------------------------------------------

@@ -211,9 +211,8 @@ class Validator:
         self.strict = strict
         self.check_references = check_references
         self._tz = ZoneInfo(local_timezone)
-        # Extensions found clean, by (slice, terminology generation, content) -> the dates between which the
-        # verdict holds: a place's capacity records and a feed's repeated extensions are checked once, not at
-        # every write that keeps them.
+        # Elements of a resource and extensions found clean, by (node, terminology generation, content) -> the
+        # dates between which the verdict holds: what a write or a feed's reload keeps is checked once.
         self._clean: dict[tuple, tuple[str, str]] = {}
 
     def validate(self, resource: dict, conn: Connection | None) -> list[Issue]:
@@ -308,7 +307,12 @@ class Validator:
             groups.setdefault(name, []).append((key, tcode, value))
         kids = node.children()
         for name, entries in groups.items():
-            self._element(kids[name], entries, obj, expr, run)
+            if is_root:  # a write usually changes one element of a resource: the others were found clean
+                content = orjson.dumps([(key, value, obj.get("_" + key)) for key, _, value in entries])
+                self._unless_clean(("element", id(kids[name])), content, run,
+                                   lambda kid=kids[name], entries=entries: self._element(kid, entries, obj, expr, run))
+            else:
+                self._element(kids[name], entries, obj, expr, run)
         for kid in _required(node):
             if kid.name not in groups:
                 self._element(kid, [], obj, expr, run)
@@ -404,18 +408,24 @@ class Validator:
                 self._value(kid, value, tcode, sub, run)
 
     def _extension(self, s: Node, value, tcode: str, sub: str, run: _Run) -> None:
-        """``_value`` of an extension slice, skipped for content already found clean. Such a verdict depends on
-        the content, the NOS tables read and the validity periods of its codes that hold the resource date."""
+        """``_value`` of an extension slice, skipped for content already found clean."""
+        self._unless_clean(("extension", id(s)), orjson.dumps(value), run,
+                           lambda: self._value(s, value, tcode, sub, run))
+
+    def _unless_clean(self, what: tuple, content: bytes, run: _Run, check) -> None:
+        """``check()`` unless ``content`` was already found clean as ``what``. Such a verdict depends on the
+        content, the NOS tables read and the validity periods of its codes that hold the resource date; one
+        that found a reference is not kept (the target's existence is checked for each resource)."""
         if run.conn is not None:
             self.terminology.refresh(run.conn)
-        key = (id(s), run.conn is None, self.terminology.generation, orjson.dumps(value))
+        key = (what, run.conn is None, self.terminology.generation, content)
         window = self._clean.get(key)
         if window is not None and window[0] <= run.at < window[1]:
             run.narrow(*window)
             return
         issues, refs, outer = len(run.issues), len(run.refs), run.window
         run.window = ("", _NEVER)
-        self._value(s, value, tcode, sub, run)
+        check()
         if len(run.issues) == issues and len(run.refs) == refs:
             if len(self._clean) >= _CLEAN_MAX:
                 self._clean.clear()

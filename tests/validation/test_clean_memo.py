@@ -1,13 +1,14 @@
-"""The validator's memo of extensions found clean (``Validator._extension``) never changes a verdict: an
-extension is only skipped at a date where every code it holds keeps the validity it had when it was checked."""
+"""The validator's memo of elements and extensions found clean (``Validator._unless_clean``) never changes a
+verdict: content is only skipped at a date where every code it holds keeps the validity it had when it was
+checked, and references are checked for every resource."""
 
 from __future__ import annotations
 
 import copy
 
-from ror.profiles.validation import Validator
+from ror.profiles.validation import MISSING_TARGET, Validator
 from tests.capacity.test_protocol import capacity
-from tests.validation.corpus import EX
+from tests.validation.corpus import EX, hs
 
 
 def _place(last_updated: str, record: dict) -> dict:
@@ -17,8 +18,8 @@ def _place(last_updated: str, record: dict) -> dict:
     return loc
 
 
-def _errors(validator: Validator, resource: dict) -> list[tuple[str, list[str]]]:
-    return [(i.diagnostics, i.expression) for i in validator.validate(resource, None) if i.severity == "error"]
+def _errors(validator: Validator, resource: dict, conn=None) -> list[tuple[str, list[str]]]:
+    return [(i.diagnostics, i.expression) for i in validator.validate(resource, conn) if i.severity == "error"]
 
 
 def test_a_record_found_clean_is_judged_again_before_its_codes_were_valid():
@@ -38,3 +39,15 @@ def test_errors_are_never_remembered_as_clean():
     first = _errors(v, _place("2024-01-01T10:00:00+01:00", bad))
     assert len(first) == 1 and "TypeStatutCapacite|99 is not in value set JDV_J188" in first[0][0]
     assert _errors(v, _place("2024-01-02T10:00:00+01:00", bad)) == first
+
+
+def test_a_reference_is_checked_at_every_write(stored):
+    v = Validator()
+    offer = hs()
+    with stored.connect() as conn:
+        assert _errors(v, offer, conn) == []
+        offer["providedBy"] = {"reference": "Organization/not-stored"}
+        for _ in range(2):
+            assert _errors(v, offer, conn) == [
+                (f"HealthcareService.providedBy.reference: Organization/not-stored {MISSING_TARGET}",
+                 ["HealthcareService.providedBy.reference"])]

@@ -51,7 +51,7 @@ MISSING_TARGET = "does not exist in ROR national"  # text of the issue of a refe
 STORED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
                           "Task"})
 
-_CLEAN_MAX = 100_000  # clean extension verdicts kept per validator (~30 MB at most)
+_CLEAN_MAX_BYTES = 32 * 1024 * 1024  # content of the clean verdicts kept per validator, then forgotten at once
 _NEVER = "\uffff"  # after every date
 _TZ = r"(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)"
 _TIME = r"([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?"
@@ -214,6 +214,7 @@ class Validator:
         # Elements of a resource and extensions found clean, by (node, terminology generation, content) -> the
         # dates between which the verdict holds: what a write or a feed's reload keeps is checked once.
         self._clean: dict[tuple, tuple[str, str]] = {}
+        self._clean_bytes = 0
 
     def validate(self, resource: dict, conn: Connection | None) -> list[Issue]:
         """Every issue of ``resource`` (errors, warnings, information), in document order."""
@@ -427,8 +428,10 @@ class Validator:
         run.window = ("", _NEVER)
         check()
         if len(run.issues) == issues and len(run.refs) == refs:
-            if len(self._clean) >= _CLEAN_MAX:
+            self._clean_bytes += len(content) + 200  # the key's tuple and the window
+            if self._clean_bytes > _CLEAN_MAX_BYTES:
                 self._clean.clear()
+                self._clean_bytes = len(content) + 200
             self._clean[key] = run.window
         inner, run.window = run.window, outer
         run.narrow(*inner)

@@ -37,8 +37,11 @@ def rules() -> Rules:
 
 
 def sub_code(ext: dict, url: str) -> str | None:
-    e = sub_extension(ext, url)
-    cc = e.get("valueCodeableConcept") if e else None
+    return _code(sub_extension(ext, url))
+
+
+def _code(sub: dict | None) -> str | None:
+    cc = sub.get("valueCodeableConcept") if sub else None
     for c in (cc or {}).get("coding", ()):
         if isinstance(c, dict) and c.get("code"):
             return c["code"]
@@ -46,7 +49,11 @@ def sub_code(ext: dict, url: str) -> str | None:
 
 
 def indicator_key(ext: dict) -> tuple[str | None, ...]:
-    return tuple(sub_code(ext, d) for d in KEY_DIMENSIONS)
+    subs: dict = {}
+    for e in ext.get("extension", ()):
+        if isinstance(e, dict):
+            subs.setdefault(e.get("url"), e)  # the first one, as sub_extension finds it
+    return tuple(_code(subs.get(d)) for d in KEY_DIMENSIONS)
 
 
 def describe(key: tuple[str | None, ...]) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import orjson
+
 from ror.capacity.indicators import CAPACITY_EXPR, CAPACITY_URL, check, describe, indicator_key, nb_capacity
 from ror.errors import BusinessRule, Issue, NotFound, PatchTargetNotFound
 from ror.fhir.patch import apply_fhirpath_patch
@@ -35,7 +37,7 @@ def _part(op: dict, name: str) -> dict | None:
 def normalise(parameters: dict) -> dict:
     """ANS's shapes -> standard FHIRPath Patch: the capacity carried in ``{"extension": [...]}`` becomes
     ``valueExtension``; an ``add`` without ``name`` adds ``extension`` to the Location."""
-    out = copy.deepcopy(parameters)
+    out = orjson.loads(orjson.dumps(parameters))  # a deep copy
     for op in out.get("parameter", ()):
         if not isinstance(op, dict) or op.get("name") != "operation":
             continue
@@ -69,7 +71,7 @@ def apply_patch(location: dict, parameters: dict) -> dict:
 
 def _comparable(ext: dict) -> tuple:
     """A record's content, except its update date."""
-    return tuple(sorted((e.get("url"), repr(e)) for e in ext.get("extension", ())
+    return tuple(sorted((str(e.get("url")), orjson.dumps(e)) for e in ext.get("extension", ())
                         if isinstance(e, dict) and e.get("url") != "capacityUpdateDate"))
 
 

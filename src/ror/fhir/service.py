@@ -346,6 +346,7 @@ class FhirService:
         # What the write needs that does not depend on its stamp, out of the write lock when computed ahead:
         prepared = repository.prepare(patched)
         prepared.rows = index_rows(patched)
+        prepared.live = repository.live_index_rows(conn, [stored.pk])[stored.pk]
         events = capacity_protocol.changes(current, patched) if rtype == "Location" else None
         return _Patched(rid, stored.version, current, patched, keys, prepared, events)
 

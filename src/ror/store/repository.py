@@ -34,6 +34,8 @@ class Prepared:
     region: str | None
     # Index rows computed before the write (out of the write lock), but for the write's stamp.
     rows: dict[str, list[tuple]] | None = None
+    # The live index rows of the version this one replaces, when read ahead (``live_index_rows``).
+    live: dict[str, Counter] | None = None
 
     def index(self) -> dict[str, list[tuple]]:
         """The index rows of ``resource`` as it is written (its meta set by ``_finalise``)."""
@@ -177,25 +179,34 @@ def _value_columns(table) -> list[str]:
     return [c.name for c in table.columns][1:-2]
 
 
-def _supersede_index_rows(conn: Connection, items: list[tuple[int, Prepared]], tx: int) -> None:
-    """Supersede only the index rows of updated resources that differ from their new body's: a
-    capacity PATCH changes 2 of a place's ~40 rows, and every row rewritten costs pages at commit.
-    The live rows are read back rather than recomputed from the previous body, so an index written
-    by an older indexer version converges too."""
-    new = {pk: p.index() for pk, p in items}
-    same = "IS" if is_sqlite(conn) else "IS NOT DISTINCT FROM"
+def live_index_rows(conn: Connection, pks: list[int]) -> dict[int, dict[str, Counter]]:
+    """The live index rows of resources, per table, as value tuples (without pk and transactions)."""
+    live: dict[int, dict[str, Counter]] = {pk: defaultdict(Counter) for pk in pks}
     for kind, table in INDEX_TABLES.items():
         cols = _value_columns(table)
-        live: dict[int, Counter] = defaultdict(Counter)
-        for chunk in _chunks(list(new)):
+        for chunk in _chunks(pks):
             sql = (f"SELECT pk, {', '.join(cols)} FROM {table.name} WHERE until_tx = {LIVE_TX} "
                    f"AND pk IN ({', '.join(['{p}'] * len(chunk))})")
             for pk, *row in dbapi_rows(conn, sql, tuple(chunk)):
-                live[pk][tuple(row)] += 1
+                live[pk][kind][tuple(row)] += 1
+    return live
+
+
+def _supersede_index_rows(conn: Connection, items: list[tuple[int, Prepared]], tx: int) -> None:
+    """Supersede only the index rows of updated resources that differ from their new body's: a
+    capacity PATCH changes 2 of a place's ~40 rows, and every row rewritten costs pages at commit.
+    The live rows are read back (or were, ahead of the write lock: ``Prepared.live``) rather than
+    recomputed from the previous body, so an index written by an older indexer version converges too."""
+    new = {pk: p.index() for pk, p in items}
+    live = {pk: p.live for pk, p in items if p.live is not None}
+    live |= live_index_rows(conn, [pk for pk in new if pk not in live])
+    same = "IS" if is_sqlite(conn) else "IS NOT DISTINCT FROM"
+    for kind, table in INDEX_TABLES.items():
+        cols = _value_columns(table)
         close: list[tuple] = []
         insert_rows: list[tuple] = []
         for pk, rows in new.items():
-            before, after = live.get(pk, Counter()), Counter(rows.get(kind, ()))
+            before, after = live[pk].get(kind) or Counter(), Counter(rows.get(kind, ()))
             if before == after:
                 continue
             # A value whose count changed: close all its copies, insert as many as the new body has.

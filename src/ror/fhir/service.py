@@ -8,7 +8,10 @@ entries in one, so they are atomic.
 from __future__ import annotations
 
 import base64
+import logging
+import random
 import re
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -44,7 +47,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import current_tx, dbapi_rows, write_transaction
+from ror.store.engine import current_tx, dbapi_rows, is_sqlite, write_transaction
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 
@@ -145,6 +148,17 @@ class _Patched:
     events: list | None  # capacity changes (Location)
 
 
+@dataclass
+class _AheadEntry:
+    """A transaction's PATCH entry computed ahead of the write lock."""
+
+    index: int
+    rtype: str
+    pairs: list[tuple[str, str]] | None  # the conditional criteria, to match again under the lock
+    expected: int | None  # If-Match
+    patched: _Patched
+
+
 class FhirService:
     def __init__(self, engine: Engine, settings: Settings, validator: Validator | None = None):
         self.engine = engine
@@ -164,6 +178,21 @@ class FhirService:
 
     def _writing(self):
         return write_transaction(self.engine)
+
+    def _write(self, work: Callable[[Connection], Response]) -> Response:
+        """``work`` in a write transaction, run again when PostgreSQL chose it as the victim of a deadlock or
+        of a serialisation failure (two transactions locking the same resources in different orders)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with self._writing() as conn:
+                    return work(conn)
+            except Exception as e:
+                code = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
+                if code not in ("40P01", "40001") or attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+                log.warning("write retried after %s (attempt %d)", code, attempt + 1)
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # apart from the transaction that won
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _reading(self):
@@ -225,8 +254,7 @@ class FhirService:
     # -- writes ---------------------------------------------------------------------------------
     def create(self, rtype: str, raw: bytes, base: str, caller: Caller = FULL_ACCESS) -> Response:
         res = check_resource(parse_json(raw), rtype)
-        with self._writing() as conn:
-            return self._create(conn, rtype, res, base, caller)
+        return self._write(lambda conn: self._create(conn, rtype, res, base, caller))
 
     def _create(self, conn: Connection, rtype: str, res: dict, base: str, caller: Caller,
                 rid: str | None = None, deferred: list | None = None) -> Response:
@@ -244,8 +272,7 @@ class FhirService:
         check_type(rtype)
         check_id(rid)
         res = check_resource(parse_json(raw), rtype, rid)
-        with self._writing() as conn:
-            return self._update(conn, rtype, rid, res, base, parse_if_match(if_match), caller)
+        return self._write(lambda conn: self._update(conn, rtype, rid, res, base, parse_if_match(if_match), caller))
 
     def _update(self, conn: Connection, rtype: str, rid: str, res: dict, base: str, expected: int | None,
                 caller: Caller, deferred: list | None = None) -> Response:
@@ -267,8 +294,8 @@ class FhirService:
         check_id(rid)
         patcher = self._patcher(raw, content_type, rtype)
         ahead = self._ahead(rtype, lambda conn: rid, patcher, caller)
-        with self._writing() as conn:
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller, ahead=ahead)
+        return self._write(lambda conn: self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match),
+                                                    caller, ahead=ahead))
 
     def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
                           base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
@@ -277,9 +304,8 @@ class FhirService:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
         patcher = self._patcher(raw, content_type, rtype)
         ahead = self._ahead(rtype, lambda conn: self._single_match(conn, rtype, pairs), patcher, caller)
-        with self._writing() as conn:
-            rid = self._single_match(conn, rtype, pairs)
-            return self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match), caller, ahead=ahead)
+        return self._write(lambda conn: self._patch(conn, rtype, self._single_match(conn, rtype, pairs), patcher,
+                                                    base, parse_if_match(if_match), caller, ahead=ahead))
 
     def _ahead(self, rtype: str, target: Callable[[Connection], str], patcher, caller: Caller) -> _Patched | None:
         """The patch computed on the current version before taking the write lock, so that the worker
@@ -396,9 +422,15 @@ class FhirService:
         ids = _assign_ids(entries)
         entries = [_rewrite_refs(e, ids) for e in entries]
         order = sorted(range(len(entries)), key=lambda i: _METHOD_ORDER.get(_method(entries[i], i), 9))
-        results: list[Response | None] = [None] * len(entries)
-        written: list[tuple[int, list[dict]]] = []
-        with self._writing() as conn:
+        ahead = self._patches_ahead(entries, caller)
+
+        def play(conn: Connection) -> Response:
+            if ahead is not None:
+                done = self._write_ahead(conn, ahead, base, caller)
+                if done is not None:
+                    return Response(200, _response_bundle("transaction-response", done))
+            results: list[Response | None] = [None] * len(entries)
+            written: list[tuple[int, list[dict]]] = []
             for i in order:
                 deferred: list[dict] = []
                 with _blame(i):
@@ -411,7 +443,58 @@ class FhirService:
             for (i, _), issues in zip(pending, outcomes, strict=True):
                 with _blame(i):
                     raise_if_errors(issues)
-        return Response(200, _response_bundle("transaction-response", results))
+            return Response(200, _response_bundle("transaction-response", results))
+        return self._write(play)
+
+    def _patches_ahead(self, entries: list, caller: Caller) -> list[_AheadEntry] | None:
+        """A bed-management system's Bundle of PATCHes, each on a different resource, computed before taking
+        the write lock (as ``_ahead`` does for one PATCH) so that the lock is held only to write them in one
+        batch. None when the Bundle holds anything else, or when an entry fails: the Bundle is then played
+        entry by entry under the lock, where the failure is reported on the version it applies to."""
+        if not entries or any(_method(e, i) != "PATCH" for i, e in enumerate(entries)):
+            return None
+        out: list[_AheadEntry] = []
+        deferred: list[dict] = []  # validated together: one reference look-up for the Bundle
+        with self._reading() as conn:
+            try:
+                for i, entry in enumerate(entries):
+                    rtype, rid, pairs, patcher, expected = self._patch_entry(entry, i)
+                    target = rid or self._single_match(conn, rtype, pairs)
+                    out.append(_AheadEntry(i, rtype, pairs if rid is None else None, expected,
+                                           self._patched(conn, rtype, target, patcher, caller, deferred)))
+                for issues in self.validator.validate_many(deferred, conn):
+                    raise_if_errors(issues)
+            except RorError:
+                return None
+        return out if len({(a.rtype, a.patched.rid) for a in out}) == len(out) else None
+
+    def _write_ahead(self, conn: Connection, ahead: list[_AheadEntry], base: str,
+                     caller: Caller) -> list[Response] | None:
+        """``ahead`` written in one batch if every target is still the one matched, at the version patched;
+        None otherwise (another write came first: the caller plays the Bundle again under the lock)."""
+        for a in ahead:
+            if a.pairs is not None and self._single_match(conn, a.rtype, a.pairs) != a.patched.rid:
+                return None
+        keys = [(a.rtype, a.patched.rid) for a in ahead]
+        if is_sqlite(conn):  # one writer at a time: no row locks
+            current = repository.fetch_current(conn, keys)
+        else:  # rows locked one by one in one order whatever the entries' order: no deadlock between Bundles
+            current = {}
+            for key in sorted(keys):
+                current |= repository.fetch_current(conn, [key], lock=True)
+        for a in ahead:
+            cur = current.get((a.rtype, a.patched.rid))
+            if cur is None or cur.version != a.patched.version:
+                return None
+            if a.expected is not None and cur.version != a.expected:
+                with _blame(a.index):
+                    raise PreconditionFailed(f"{a.rtype}/{a.patched.rid} is at version {cur.version}, not "
+                                             f"{a.expected} (If-Match)", expression=a.rtype)
+        done = repository.write_batch(conn, [a.patched.prepared for a in ahead], current)
+        for a, w in zip(ahead, done, strict=True):
+            p = a.patched
+            self._after_write(conn, caller, a.rtype, p.before, p.after, w, p.keys, p.events)
+        return [self._written(w, base, 200, conn) for w in done]
 
     def _batch(self, entries: list, base: str, caller: Caller) -> Response:
         results: list[Response] = []
@@ -444,11 +527,9 @@ class FhirService:
             return self._update(conn, parts[0], parts[1], res, base,
                                 parse_if_match(entry["request"].get("ifMatch")), caller, deferred)
         if method == "PATCH" and len(parts) in (1, 2):
-            check_type(parts[0])
-            patcher = self._entry_patcher(res, i, parts[0])
-            rid = parts[1] if len(parts) == 2 else self._single_match(conn, parts[0], pairs)
-            return self._patch(conn, parts[0], rid, patcher, base, parse_if_match(entry["request"].get("ifMatch")),
-                               caller, deferred)
+            rtype, rid, pairs, patcher, expected = self._patch_entry(entry, i)
+            rid = rid or self._single_match(conn, rtype, pairs)
+            return self._patch(conn, rtype, rid, patcher, base, expected, caller, deferred)
         if method == "GET" and len(parts) == 2:
             check_type(parts[0])
             s = self._seen(conn, caller, parts[0], parts[1], [repository.read(conn, parts[0], parts[1])])[0]
@@ -461,6 +542,20 @@ class FhirService:
                                "(POST Type, PUT Type/id, PATCH Type/id or Type?criteria, GET)",
                                expression=f"Bundle.entry[{i}].request")
 
+    def _patch_entry(self, entry: dict, i: int) -> tuple[str, str | None, list[tuple[str, str]], Callable, int | None]:
+        """A PATCH entry's type, id (None: conditional on the search pairs), patcher and If-Match version."""
+        path, _, query = entry["request"]["url"].partition("?")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) not in (1, 2):
+            raise MethodNotAllowed(f"Bundle.entry[{i}]: PATCH {entry['request']['url']} is not supported in a "
+                                   "Bundle (PATCH Type/id or Type?criteria)", expression=f"Bundle.entry[{i}].request")
+        check_type(parts[0])
+        if len(parts) == 2:
+            check_id(parts[1])
+        patcher = self._entry_patcher(entry.get("resource"), i, parts[0])
+        return (parts[0], parts[1] if len(parts) == 2 else None, _parse_query(query), patcher,
+                parse_if_match(entry["request"].get("ifMatch")))
+
     def _entry_patcher(self, res: object, i: int, rtype: str) -> Callable[[dict], dict]:
         if isinstance(res, dict) and res.get("resourceType") == "Parameters":
             return _fhirpath_patcher(rtype, res)
@@ -472,6 +567,8 @@ class FhirService:
                              "Binary of application/json-patch+json", expression=f"Bundle.entry[{i}].resource")
 
 
+_WRITE_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
 
 

@@ -140,6 +140,7 @@ def parse_if_match(value: str | None) -> int | None:
 @dataclass
 class _Patched:
     rid: str
+    pk: int
     version: int  # the version the patch was applied to
     before: dict
     after: dict
@@ -360,9 +361,10 @@ class FhirService:
         return self._written(w, base, 200, conn)
 
     def _patched(self, conn: Connection, rtype: str, rid: str, patcher, caller: Caller,
-                 deferred: list | None) -> _Patched:
-        """The patch applied to the stored version, checked (rights, domain rules, profile)."""
-        stored = repository.read(conn, rtype, rid)
+                 deferred: list | None, stored: repository.Stored | None = None, live: bool = True) -> _Patched:
+        """The patch applied to the stored version (read unless given), checked (rights, domain rules,
+        profile); with the live index rows of that version unless ``live`` is false (read for many at once)."""
+        stored = stored or repository.read(conn, rtype, rid)
         current = orjson.loads(stored.body)
         patched = patcher(current)
         check_resource(patched, rtype, rid)
@@ -372,9 +374,10 @@ class FhirService:
         # What the write needs that does not depend on its stamp, out of the write lock when computed ahead:
         prepared = repository.prepare(patched)
         prepared.rows = index_rows(patched)
-        prepared.live = repository.live_index_rows(conn, [stored.pk])[stored.pk]
+        if live:
+            prepared.live = repository.live_index_rows(conn, [stored.pk])[stored.pk]
         events = capacity_protocol.changes(current, patched) if rtype == "Location" else None
-        return _Patched(rid, stored.version, current, patched, keys, prepared, events)
+        return _Patched(rid, stored.pk, stored.version, current, patched, keys, prepared, events)
 
     @staticmethod
     def _before_write(rtype: str, before: dict | None, after: dict) -> dict:
@@ -457,16 +460,27 @@ class FhirService:
         deferred: list[dict] = []  # validated together: one reference look-up for the Bundle
         with self._reading() as conn:
             try:
+                targets = []
                 for i, entry in enumerate(entries):
                     rtype, rid, pairs, patcher, expected = self._patch_entry(entry, i)
-                    target = rid or self._single_match(conn, rtype, pairs)
-                    out.append(_AheadEntry(i, rtype, pairs if rid is None else None, expected,
-                                           self._patched(conn, rtype, target, patcher, caller, deferred)))
+                    targets.append((i, rtype, rid or self._single_match(conn, rtype, pairs),
+                                    pairs if rid is None else None, patcher, expected))
+                if len({(t[1], t[2]) for t in targets}) < len(targets):
+                    return None  # a resource patched twice: entry by entry, one version each
+                stored = repository.read_many(conn, [(t[1], t[2]) for t in targets])
+                for i, rtype, rid, pairs, patcher, expected in targets:
+                    if (rtype, rid) not in stored:
+                        return None
+                    out.append(_AheadEntry(i, rtype, pairs, expected, self._patched(
+                        conn, rtype, rid, patcher, caller, deferred, stored[(rtype, rid)], live=False)))
                 for issues in self.validator.validate_many(deferred, conn):
                     raise_if_errors(issues)
+                live = repository.live_index_rows(conn, [a.patched.pk for a in out])
             except RorError:
                 return None
-        return out if len({(a.rtype, a.patched.rid) for a in out}) == len(out) else None
+        for a in out:
+            a.patched.prepared.live = live[a.patched.pk]
+        return out
 
     def _write_ahead(self, conn: Connection, ahead: list[_AheadEntry], base: str,
                      caller: Caller) -> list[Response] | None:

@@ -260,6 +260,21 @@ def read(conn: Connection, rtype: str, rid: str) -> Stored:
     return Stored(*rows[0])
 
 
+def read_many(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+    """The current versions of ``keys`` (type, id) that exist, with one statement per type and chunk."""
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for rtype, rid in keys:
+        by_type[rtype].append(rid)
+    out: dict[tuple[str, str], Stored] = {}
+    for rtype, rids in by_type.items():
+        for chunk in _chunks(rids):
+            sql = ("SELECT rid, pk, version, last_updated, body FROM resource "
+                   f"WHERE rtype = {{p}} AND rid IN ({', '.join(['{p}'] * len(chunk))})")
+            for rid, *row in dbapi_rows(conn, sql, (rtype, *chunk)):
+                out[(rtype, rid)] = Stored(*row)
+    return out
+
+
 def read_now(engine: Engine, rtype: str, rid: str) -> Stored:
     """``read`` outside a transaction (the API's read by id, see ``dbapi_row_now``)."""
     row = dbapi_row_now(engine, _READ_SQL, (rtype, rid))

@@ -8,8 +8,9 @@ The server (uvicorn, ``--workers`` processes) runs in its own process; the load 
 (benchmarks/paths.lua, C, so the load generator takes little of the 2 cores). Each PATCH is the
 supplier's conditional ``replace`` of one indicator of one place
 (``PATCH /fhir/Location?identifier={idNatStruct}/{id}``) with a new bed count, cycling over the places.
-Then a bed-management system's batches: transaction Bundles of 200 such PATCHes, one after the other
-(``batch_patches_per_s``). Last, sequentially, 50 PATCHes are each followed at once by
+Then bed-management systems' batches: ``--batch-clients`` systems (default 2) each sending transaction
+Bundles of 200 such PATCHes on its own places, one after the other (``batch_patches_per_s``, all
+together). Last, sequentially, 50 PATCHes are each followed at once by
 ``Location?identifier=…&nb-capacity=<new>``: the change must be visible at the very next request.
 """
 
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -71,26 +73,37 @@ def throughput(base: str, places: int, seconds: float, concurrency: int, tmp: Pa
             "p95_ms": round(w["p95_us"] / 1000, 1), "p99_ms": round(w["p99_us"] / 1000, 1)}
 
 
-def batches(base: str, places: int, seconds: float, size: int) -> dict:
-    """A bed-management system's batch: transaction Bundles of ``size`` conditional PATCHes, sent one after
-    the other for ``seconds``: PATCH entries applied per second, and the time of one Bundle."""
-    times, n = [], 0
+def batches(base: str, places: int, seconds: float, size: int, clients: int) -> dict:
+    """Bed-management systems' batches: ``clients`` systems (each its own places, as different establishments'
+    systems) sending transaction Bundles of ``size`` conditional PATCHes one after the other for ``seconds``:
+    PATCH entries applied per second, all systems together, and the median time of one Bundle."""
     deadline = time.perf_counter() + seconds
-    with httpx.Client(base_url=f"{base}/fhir", timeout=120) as c:
-        while time.perf_counter() < deadline:
-            entries = [{"resource": op("replace", path(), capacity(nb=10 + (n + i) % 1000)),
-                        "request": {"method": "PATCH",
-                                    "url": f"Location?identifier=1440990034/BENCH-{(n + i) % places}"}}
-                       for i in range(size)]
-            body = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-            t0 = time.perf_counter()
-            r = c.post("", content=body, headers={"Content-Type": FHIR})
-            times.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise SystemExit(f"transaction -> {r.status_code}: {r.text[:300]}")
-            n += size
-    return {"batch_size": size, "batch_patches_per_s": round(n / sum(times)),
-            "batch_median_s": round(statistics.median(times), 2)}
+    share = places // clients
+
+    def system(k: int) -> tuple[int, list[float]]:
+        times, n = [], 0
+        with httpx.Client(base_url=f"{base}/fhir", timeout=120) as c:
+            while time.perf_counter() < deadline:
+                entries = [{"resource": op("replace", path(), capacity(nb=10 + (n + i) % 1000)),
+                            "request": {"method": "PATCH",
+                                        "url": f"Location?identifier=1440990034/BENCH-{k * share + (n + i) % share}"}}
+                           for i in range(size)]
+                body = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+                t0 = time.perf_counter()
+                r = c.post("", content=body, headers={"Content-Type": FHIR})
+                times.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise SystemExit(f"transaction -> {r.status_code}: {r.text[:300]}")
+                n += size
+        return n, times
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = list(pool.map(system, range(clients)))
+    wall = time.perf_counter() - t0
+    return {"batch_size": size, "batch_clients": clients,
+            "batch_patches_per_s": round(sum(n for n, _ in done) / wall),
+            "batch_median_s": round(statistics.median(t for _, times in done for t in times), 2)}
 
 
 def visibility(base: str, places: int, checks: int = 50) -> dict:
@@ -116,6 +129,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--workers", type=int, default=1, help="API worker processes")
     ap.add_argument("--database", default="")
+    ap.add_argument("--batch-clients", type=int, default=2, help="bed-management systems sending Bundles at once")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or f"sqlite:///{tmp}/bench.db"
@@ -139,7 +153,7 @@ def main() -> None:
             # Warm-up: each worker's first writes load the profiles and NOS tables (~1 s).
             throughput(base, args.places, 3, args.concurrency, Path(tmp))
             result = throughput(base, args.places, args.seconds, args.concurrency, Path(tmp))
-            result |= batches(base, min(args.places, 1000), args.seconds, 200)
+            result |= batches(base, args.places, args.seconds, 200, args.batch_clients)
             result |= visibility(base, args.places)
         finally:
             server.terminate()

@@ -1,25 +1,35 @@
 """Search plan -> SQL over the index tables, pinned to a snapshot transaction.
 
-Every criterion becomes a ``SELECT pk`` of the resources it matches; a query ANDs them with
-``pk IN (…)`` semi-joins over a driving scan of the type's ``_lastUpdated`` index rows (present
-once per resource), so the whole query — criteria, sort keys, count — sees one snapshot.
+Every criterion has two forms: a ``SELECT pk`` of the resources it matches, and a test of one
+resource by pk. A query reads one criterion's set (the smallest, ``Compiler.matches``), the type's
+``_lastUpdated`` index row of each of its resources (present once per resource), and tests the other
+criteria on each; without a criterion, it scans the type's ``_lastUpdated`` rows in pk order. The
+whole query — criteria, sort keys, count — sees one snapshot.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache, partial
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     and_,
+    exists,
     false,
     func,
+    intersect,
     literal,
     not_,
     or_,
     select,
     true,
+    union,
 )
 
 from ror.errors import InvalidSearch
@@ -28,7 +38,7 @@ from ror.geo import EARTH_RADIUS_KM, bounding_box
 from ror.profiles.searchparams import SPECIAL, registry
 from ror.search import filter as fast
 from ror.search.plan import Criterion, GeoQuery, Hop, SearchPlan, parse_geo, split_prefix
-from ror.search.visibility import Visibility, visible
+from ror.search.visibility import Visibility, no_index, visible
 from ror.settings import Settings
 from ror.store.indexer import fold, parse_reference
 from ror.store.schema import (
@@ -56,6 +66,23 @@ def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# Rows counted at most per candidate driving set (SQLite). Below it the smallest set drives (a few
+# index lookups per resource); above it every order costs thousands of lookups, and counting further
+# would cost as much as the choice saves (the count's time grows with the cap: 0.3 ms at 200, 1 ms at 2,000).
+_SIZE_CAP = 500
+
+
+@dataclass
+class _Cond:
+    """One ANDed condition of a query: its test on a pk; when it can drive, its set and how to size
+    it (``size`` of the capped counts of ``samples``, keyed by the sample's id)."""
+
+    test: Callable[[ColumnElement], ColumnElement]
+    set: Callable[[], Select] | None = None
+    samples: list[Callable[[], Select]] = field(default_factory=list)
+    size: Callable[[dict[int, int]], int] | None = None
+
+
 class Compiler:
     def __init__(self, plan: SearchPlan, settings: Settings, snapshot: int, dialect: str):
         self.plan = plan
@@ -63,12 +90,18 @@ class Compiler:
         self.snap = literal(snapshot, literal_execute=False)
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
+        self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query
 
     def rows(self, t) -> list[ColumnElement]:
         """Conditions every index lookup carries: in the snapshot, and seen by the caller's profile."""
         return [visible(t, self.snap), *self.vis.row_conditions(t)]
 
-    # -- sets of resources ----------------------------------------------------------------------
+    # -- sets of resources, and probes on one resource ------------------------------------------
+    # Each criterion has two forms. The *set* (``criterion``) selects the pks it matches: the driving
+    # set of a query. The *test* (``test``) is a condition correlated on one resource's pk, read
+    # through the (pk, until_tx) indexes: how the other criteria check the driving set's resources,
+    # a few index lookups per resource, so a query costs what its most selective criterion matches
+    # rather than what its least selective one does.
     def all_of(self, rtype: str) -> Select:
         """Every resource of ``rtype`` in the snapshot that the caller's profile may see."""
         return self.vis.restrict(rtype, self.vis.everything(rtype))
@@ -76,21 +109,58 @@ class Compiler:
     def criterion(self, c: Criterion) -> Select:
         """pks of the plan's base type matching ``c``; every set along a chain is restricted to what
         the caller may see, so no hidden resource can be reached or inferred through a chain."""
-        sel = self.vis.restrict(c.rtype, self._end(c))
-        for hop in reversed(c.hops):
+        return self._chain_set(c.hops, c.rtype, self._end(c))
+
+    def test(self, c: Criterion, pk) -> ColumnElement:
+        """The base resource ``pk`` matches ``c`` (the probe form of ``criterion``; the base resource
+        itself is known to exist and be visible)."""
+        return self._chain_test(c.hops, lambda end_pk: self._end_test(c, end_pk), pk)
+
+    def _chain_set(self, hops: tuple[Hop, ...], rtype: str, end: Select) -> Select:
+        sel = self.vis.restrict(rtype, end)
+        for hop in reversed(hops):
             sel = self.vis.restrict(hop.source if not hop.reverse else hop.target, self._hop(hop, sel))
         return sel
 
+    def _chain_test(self, hops: tuple[Hop, ...], end_test, pk) -> ColumnElement:
+        if not hops:
+            return end_test(pk)
+        hop = hops[0]
+        ir, r = self.vis.alias(idx_ref), self.vis.alias(resource)
+        if hop.reverse:  # resources of hop.source whose reference points at this one
+            step, rtype = ir.c.pk, hop.source
+            q = (select(literal(1)).select_from(r)
+                 .join(ir, and_(ir.c.param == hop.param.key, ir.c.target_id == r.c.rid, ir.c.target_type == hop.target))
+                 .where(r.c.pk == pk, *self.rows(ir)))
+        else:
+            step, rtype = r.c.pk, hop.target
+            q = (select(literal(1)).select_from(ir)
+                 .join(r, and_(r.c.rtype == hop.target, r.c.rid == ir.c.target_id))
+                 .where(*self._lookup(ir, hop.param.key, pk), ir.c.target_type == hop.target))
+        return exists(q.where(self.vis.shown(rtype, step, probe=True), self._chain_test(hops[1:], end_test, step)))
+
     def _hop(self, hop: Hop, inner: Select) -> Select:
-        r = resource.alias()
-        ir = idx_ref.alias()
+        # Each level is read by pk from the level below (``no_index``: not by scanning a type or a
+        # parameter): ``inner``'s resources by rowid (all of the hop's type: index rows are per type),
+        # or the references held by ``inner``'s resources through the (pk, until_tx) index.
+        r = self.vis.alias(resource)
+        ir = self.vis.alias(idx_ref)
         if hop.reverse:
             return select(r.c.pk).where(r.c.rtype == hop.target, r.c.rid.in_(
-                select(ir.c.target_id).where(ir.c.param == hop.param.key, *self.rows(ir),
+                select(ir.c.target_id).where(no_index(ir.c.param) == hop.param.key, *self.rows(ir),
                                              ir.c.target_type == hop.target, ir.c.pk.in_(inner))))
         return select(ir.c.pk).where(ir.c.param == hop.param.key, *self.rows(ir),
                                      ir.c.target_type == hop.target, ir.c.target_id.in_(
-                                         select(r.c.rid).where(r.c.rtype == hop.target, r.c.pk.in_(inner))))
+                                         select(r.c.rid).where(no_index(r.c.rtype) == hop.target,
+                                                               r.c.pk.in_(inner))))
+
+    def _lookup(self, t, key: str, pk=None) -> list[ColumnElement]:
+        """Rows of index table ``t`` for parameter ``key``, in the snapshot and seen by the caller;
+        with ``pk``, only that resource's rows, read through the (pk, until_tx) index (``no_index``
+        keeps SQLite off the lookup index, which would walk every row of the parameter)."""
+        if pk is None:
+            return [t.c.param == key, *self.rows(t)]
+        return [t.c.pk == pk, no_index(t.c.param) == key, *self.rows(t)]
 
     def _end(self, c: Criterion) -> Select:
         if c.modifier == "missing":
@@ -110,53 +180,72 @@ class Compiler:
             return self._hierarchy(c.rtype, positive, down=c.modifier == "above")
         return positive
 
-    def _present(self, c: Criterion) -> Select:
+    def _end_test(self, c: Criterion, pk) -> ColumnElement:
+        """``_end`` as a test of the resource ``pk`` (found through a chain: its existence in the
+        snapshot is checked wherever the condition does not imply it)."""
+        if c.modifier == "missing":
+            if len(set(c.values)) > 1:
+                return self.vis.exists(c.rtype, pk)
+            present = exists(self._present(c, pk))
+            return and_(self.vis.exists(c.rtype, pk), not_(present)) if c.values[0] == "true" else present
+        if c.modifier in ("above", "below"):
+            return pk.in_(self._end(c))
+        positive = exists(self._positive(c, pk))
+        if c.modifier in ("not", "not-folded"):
+            return and_(self.vis.exists(c.rtype, pk), not_(positive))
+        return positive
+
+    def _present(self, c: Criterion, pk=None) -> Select:
         p = c.param
         if p.code == "_id":
-            return self.all_of(c.rtype)
+            return self.vis.everything(c.rtype, pk)
         if p.type == SPECIAL:
-            t = idx_geo.alias()
-            return select(t.c.pk).where(t.c.param == "Location.near", *self.rows(t))
-        t = _table_for(p.type).alias()
-        return self.vis.scope_records(p, select(t.c.pk).where(t.c.param == p.key, *self.rows(t)))
+            t = self.vis.alias(idx_geo)
+            return select(t.c.pk).where(*self._lookup(t, "Location.near", pk))
+        t = self.vis.alias(_table_for(p.type))
+        return select(t.c.pk).where(*self._lookup(t, p.key, pk), *self.vis.record_scope(p, t.c.pk))
 
     def _hierarchy(self, rtype: str, seed: Select, down: bool) -> Select:
         """``:above``: the resources matching, and every resource below them (partOf descendants) —
-        i.e. those with the criterion true on themselves or an ancestor. ``:below``: the reverse."""
-        tree = seed.cte(name=f"tree_{'d' if down else 'u'}_{id(seed)}", recursive=True)
-        ir = idx_ref.alias()
-        r = resource.alias()
+        i.e. those with the criterion true on themselves or an ancestor. ``:below``: the reverse.
+        Each step reads the tree's next level by index: children by their reference's target id,
+        parents by the child's pk."""
+        tree = seed.cte(name=f"tree_{next(self._names)}", recursive=True)
+        ir = self.vis.alias(idx_ref)
+        r = self.vis.alias(resource)
+        key = f"{rtype}.partof"
         if down:
-            step = (select(ir.c.pk).select_from(ir)
-                    .join(r, and_(r.c.rtype == rtype, r.c.rid == ir.c.target_id))
-                    .join(tree, tree.c.pk == r.c.pk)
-                    .where(ir.c.param == f"{rtype}.partof", *self.rows(ir)))
+            step = (select(ir.c.pk).select_from(tree)
+                    .join(r, r.c.pk == tree.c.pk)
+                    .join(ir, and_(ir.c.param == key, ir.c.target_id == r.c.rid))
+                    .where(*self.rows(ir)))
         else:
-            step = (select(r.c.pk).select_from(ir)
-                    .join(tree, tree.c.pk == ir.c.pk)
+            step = (select(r.c.pk).select_from(tree)
+                    .join(ir, and_(ir.c.pk == tree.c.pk, no_index(ir.c.param) == key))
                     .join(r, and_(r.c.rtype == rtype, r.c.rid == ir.c.target_id))
-                    .where(ir.c.param == f"{rtype}.partof", *self.rows(ir)))
+                    .where(*self.rows(ir)))
         tree = tree.union(step)
         return select(tree.c.pk)
 
-    def _positive(self, c: Criterion) -> Select:
+    def _positive(self, c: Criterion, pk=None) -> Select:
         p = c.param
         if p.code == "_id":
-            r = resource.alias()
-            return select(r.c.pk).where(r.c.rtype == c.rtype, r.c.rid.in_(list(c.values)))
+            r = self.vis.alias(resource)
+            one = [r.c.pk == pk] if pk is not None else []
+            return select(r.c.pk).where(*one, r.c.rtype == c.rtype, r.c.rid.in_(list(c.values)))
         if p.type == "text":
-            t = idx_text.alias()
+            t = self.vis.alias(idx_text)
             conds = []
             for v in c.values:
                 words = fold(v).split()
                 conds.append(and_(*[t.c.content.like(f"%{_like_escape(w)}%", escape="\\") for w in words])
                              if words else false())
-            return select(t.c.pk).where(t.c.param == f"{c.rtype}._content", *self.rows(t), or_(*conds))
+            return select(t.c.pk).where(*self._lookup(t, f"{c.rtype}._content", pk), or_(*conds))
         if p.type == SPECIAL:
-            return self._geo(c)
-        t = _table_for(p.type).alias()
+            return self._geo(c, pk)
+        t = self.vis.alias(_table_for(p.type))
         conds = [self._value_condition(c, t, v) for v in c.values]
-        return self.vis.scope_records(p, select(t.c.pk).where(t.c.param == p.key, *self.rows(t), or_(*conds)))
+        return select(t.c.pk).where(*self._lookup(t, p.key, pk), or_(*conds), *self.vis.record_scope(p, t.c.pk))
 
     def _value_condition(self, c: Criterion, t, v: str) -> ColumnElement:
         ptype = c.param.type
@@ -194,7 +283,12 @@ class Compiler:
         if ptype == "date":
             prefix, rest = split_prefix(v)
             qlo, qhi = parse_search_date(rest, self.settings.local_timezone, c.name)
-            return _range_condition(prefix, t.c.low, t.c.high, qlo, qhi)
+            cond = _range_condition(prefix, t.c.low, t.c.high, qlo, qhi)
+            if c.param.code == "_lastUpdated" and prefix in ("ge", "le"):
+                # An instant (low = high) meets the bound both branches of ge / le then imply, which makes
+                # the delta sync's criterion an index range scan (a Period may end before it starts: not here).
+                cond = and_(t.c.high >= qlo if prefix == "ge" else t.c.low <= qhi, cond)
+            return cond
         if ptype in ("number", "quantity"):
             prefix, rest = split_prefix(v)
             parts = rest.split("|")
@@ -217,65 +311,112 @@ class Compiler:
     def distance(self, g, q: GeoQuery) -> ColumnElement:
         if self.dialect == "sqlite":
             return func.ror_distance_km(g.c.lat, g.c.lon, q.lat, q.lon)
-        rad = func.radians
-        a = (func.power(func.sin(rad(g.c.lat - q.lat) / 2), 2)
-             + func.cos(rad(g.c.lat)) * func.cos(rad(q.lat)) * func.power(func.sin(rad(g.c.lon - q.lon) / 2), 2))
+        rad = func.radians  # halves as `* 0.5`: `/ 2` is rendered as a NUMERIC division on PostgreSQL
+        a = (func.power(func.sin(rad(g.c.lat - q.lat) * 0.5), 2)
+             + func.cos(rad(g.c.lat)) * func.cos(rad(q.lat)) * func.power(func.sin(rad(g.c.lon - q.lon) * 0.5), 2))
         return 2 * EARTH_RADIUS_KM * func.asin(func.sqrt(func.least(1.0, a)))
 
-    def _geo(self, c: Criterion) -> Select:
+    def _geo(self, c: Criterion, pk=None) -> Select:
         if len(c.values) != 1:
             raise InvalidSearch(f"'{c.name}': one location only (no comma list)", expression=c.name)
         q = self.geo_query(c)
         min_lat, max_lat, min_lon, max_lon = bounding_box(q.lat, q.lon, q.km)
-        g = idx_geo.alias()
-        return select(g.c.pk).where(g.c.param == "Location.near", *self.rows(g),
-                                    g.c.lat.between(min_lat, max_lat), g.c.lon.between(min_lon, max_lon),
+        g = self.vis.alias(idx_geo)
+        # A box crossing the antimeridian comes back with min_lon > max_lon.
+        lon = g.c.lon.between(min_lon, max_lon) if min_lon <= max_lon else or_(g.c.lon >= min_lon,
+                                                                                 g.c.lon <= max_lon)
+        return select(g.c.pk).where(*self._lookup(g, "Location.near", pk), g.c.lat.between(min_lat, max_lat), lon,
                                     self.distance(g, q) <= q.km)
 
     def distance_key(self, base_pk) -> ColumnElement:
         """Distance of each base resource from the plan's near point (nearest of its places)."""
         c = self.plan.near
         q = self.geo_query(c)
-        g = idx_geo.alias()
+        g = self.vis.alias(idx_geo)
         if not c.hops:
-            return (select(func.min(self.distance(g, q))).where(g.c.pk == base_pk, g.c.param == "Location.near",
-                                                               visible(g, self.snap)).scalar_subquery())
+            return (select(func.min(self.distance(g, q))).where(
+                g.c.pk == base_pk, no_index(g.c.param) == "Location.near", visible(g, self.snap)).scalar_subquery())
         if len(c.hops) != 1:
             raise InvalidSearch("_sort=near: the geographic criterion may be chained through one reference only",
                                 expression="_sort")
         hop = c.hops[0]
-        ir = idx_ref.alias()
-        r = resource.alias()
+        ir = self.vis.alias(idx_ref)
+        r = self.vis.alias(resource)
         return (select(func.min(self.distance(g, q))).select_from(ir)
                 .join(r, and_(r.c.rtype == hop.target, r.c.rid == ir.c.target_id))
-                .join(g, and_(g.c.pk == r.c.pk, g.c.param == "Location.near"))
-                .where(ir.c.pk == base_pk, ir.c.param == hop.param.key, visible(ir, self.snap),
+                .join(g, and_(g.c.pk == r.c.pk, no_index(g.c.param) == "Location.near"))
+                .where(ir.c.pk == base_pk, no_index(ir.c.param) == hop.param.key, visible(ir, self.snap),
                        visible(g, self.snap)).scalar_subquery())
 
-    # -- _filter --------------------------------------------------------------------------------
-    def filter_condition(self, node, compiled: dict, pk_col) -> ColumnElement:
-        if isinstance(node, fast.Comparison):
-            return pk_col.in_(self.criterion(compiled[id(node)]))
-        if isinstance(node, fast.And):
-            return and_(*[self.filter_condition(n, compiled, pk_col) for n in node.items])
-        if isinstance(node, fast.Or):
-            return or_(*[self.filter_condition(n, compiled, pk_col) for n in node.items])
-        return not_(self.filter_condition(node.item, compiled, pk_col))
-
     # -- the page query -------------------------------------------------------------------------
-    def matches(self) -> tuple[Select, list[tuple[ColumnElement, bool]]]:
-        """(query of pk + sort keys, sort keys) for the plan, without keyset or limit."""
-        d = idx_date.alias("drv")
-        conds = [d.c.param == f"{self.plan.rtype}._lastUpdated", visible(d, self.snap)]
+    def matches(self, conn: Connection | None = None) -> tuple[Select, list[tuple[ColumnElement, bool]]]:
+        """(query of pk + sort keys, sort keys) for the plan, without keyset or limit.
+
+        One condition drives: its set is read first, the type's ``_lastUpdated`` row of each of its
+        resources by pk, and the other conditions are tested on each (``test``). With ``conn`` on
+        SQLite, whose planner cannot size subqueries, the driver is the condition whose index lookup
+        counts fewest rows (up to ``_SIZE_CAP``, one statement); PostgreSQL orders the semi-joins
+        itself from its statistics. Without a condition that can drive, the type's rows are scanned."""
+        d = self.vis.alias(idx_date)
+        key = f"{self.plan.rtype}._lastUpdated"
+        conds = self._conditions()
+        driver = self._driver(conds, conn if conn is not None and self.dialect == "sqlite" else None)
+        where = [visible(d, self.snap)]
+        if driver is None:
+            where.append(d.c.param == key)
+        else:
+            where += [d.c.pk.in_(driver.set()), no_index(d.c.param) == key]
         if self.vis.restricts(self.plan.rtype):
-            conds.append(self.vis.shown(self.plan.rtype, d.c.pk))
-        singles, groups = self._record_groups()
-        conds += [d.c.pk.in_(self.criterion(c)) for c in singles]
-        conds += [d.c.pk.in_(self._same_record(group)) for group in groups]
-        conds += [self.filter_condition(ast, compiled, d.c.pk) for ast, compiled in self.plan.filters]
+            where.append(self.vis.shown(self.plan.rtype, d.c.pk))
+        where += [c.test(d.c.pk) for c in conds if c is not driver]
         keys = [(self._sort_key(code, desc, d), desc) for code, desc in self.plan.sort]
         q = select(d.c.pk, *[k.label(f"k{i}") for i, (k, _) in enumerate(keys)]).select_from(d)
-        return q.where(*conds), keys
+        return q.where(*where), keys
+
+    def _conditions(self) -> list[_Cond]:
+        singles, groups = self._record_groups()
+        conds = [self._criterion_cond(c) for c in singles] + [self._group_cond(g) for g in groups]
+        for ast, compiled in self.plan.filters:
+            conds += [self._filter_cond(n, compiled) for n in (ast.items if isinstance(ast, fast.And) else (ast,))]
+        return conds
+
+    @staticmethod
+    def _driver(conds: list[_Cond], conn: Connection | None) -> _Cond | None:
+        candidates = [c for c in conds if c.set is not None]
+        if len(candidates) < 2 or conn is None:
+            return candidates[0] if candidates else None
+        samples = [f for c in candidates for f in c.samples]
+        counts = conn.execute(select(*[
+            select(func.count()).select_from(f().limit(_SIZE_CAP).subquery()).scalar_subquery() for f in samples
+        ])).one()
+        sizes = {id(f): n for f, n in zip(samples, counts, strict=True)}
+        return min(candidates, key=lambda c: c.size(sizes))
+
+    def _criterion_cond(self, c: Criterion) -> _Cond:
+        test = partial(self.test, c)
+        if c.modifier in ("not", "not-folded", "missing"):
+            return _Cond(test)  # (nearly) everything: never drives
+        end = cache(partial(self._end, c))  # sized, then driving: built once
+        return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)])
+
+    def _filter_cond(self, node, compiled: dict) -> _Cond:
+        """A ``_filter`` expression: tests combined as the expression says; it can drive (as the
+        union / intersection of its operands' sets) when it has no ``not``."""
+        if isinstance(node, fast.Comparison):
+            return self._criterion_cond(compiled[id(node)])
+        if isinstance(node, fast.Not):
+            inner = self._filter_cond(node.item, compiled)
+            return _Cond(lambda pk: not_(inner.test(pk)))
+        items = [self._filter_cond(n, compiled) for n in node.items]
+        both = isinstance(node, fast.And)
+        join, combine, size = (and_, intersect, min) if both else (or_, union, sum)
+
+        def test(pk):
+            return join(*[i.test(pk) for i in items])
+        if any(i.set is None for i in items):
+            return _Cond(test)
+        return _Cond(test, lambda: combine(*[i.set() for i in items]), [s for i in items for s in i.samples],
+                     lambda sizes: size(i.size(sizes) for i in items))
 
     def _record_groups(self) -> tuple[list[Criterion], list[list[Criterion]]]:
         """With ``_same-record=true``, criteria on the same record extension (capacity, price,
@@ -297,30 +438,37 @@ class Compiler:
                 singles.extend(group)
         return singles, groups
 
-    def _same_record(self, group: list[Criterion]) -> Select:
-        tables = [_table_for(c.param.type).alias() for c in group]
+    def _group_cond(self, group: list[Criterion]) -> _Cond:
+        first = group[0]
+        record = cache(partial(self._record, group))
+        return _Cond(lambda pk: self._chain_test(first.hops, lambda end: exists(self._record(group, end)), pk),
+                     lambda: self._chain_set(first.hops, first.rtype, record()), [record],
+                     lambda sizes: sizes[id(record)])
+
+    def _record(self, group: list[Criterion], pk=None) -> Select:
+        """pks of the resources (or: is ``pk``) with one record satisfying every criterion of ``group``."""
+        tables = [self.vis.alias(_table_for(c.param.type)) for c in group]
         first = tables[0]
         q = select(first.c.pk).select_from(first)
-        conds = []
+        conds = [*self.vis.record_scope(group[0].param, first.c.pk)]
         for c, t in zip(group, tables, strict=True):
-            if t is not first:
-                q = q.join(t, and_(t.c.pk == first.c.pk, t.c.grp == first.c.grp))
-            conds += [t.c.param == c.param.key, *self.rows(t), or_(*[self._value_condition(c, t, v) for v in c.values])]
-        sel = self.vis.restrict(group[0].rtype, self.vis.scope_records(group[0].param, q.where(*conds)))
-        for hop in reversed(group[0].hops):
-            sel = self.vis.restrict(hop.source if not hop.reverse else hop.target, self._hop(hop, sel))
-        return sel
+            if t is first:
+                conds += self._lookup(t, c.param.key, pk)
+            else:
+                q = q.join(t, and_(*self._lookup(t, c.param.key, first.c.pk), t.c.grp == first.c.grp))
+            conds.append(or_(*[self._value_condition(c, t, v) for v in c.values]))
+        return q.where(*conds)
 
     def _sort_key(self, code: str, desc: bool, d) -> ColumnElement:
         if code == "_lastUpdated":
             return d.c.high if desc else d.c.low
         if code == "_id":
-            r = resource.alias()
+            r = self.vis.alias(resource)
             return select(r.c.rid).where(r.c.pk == d.c.pk).scalar_subquery()
         if code in ("near", "near-insee-code"):
             return func.coalesce(self.distance_key(d.c.pk), _FAR)
         p = self.plan_param(code)
-        t = _table_for(p.type).alias()
+        t = self.vis.alias(_table_for(p.type))
         agg = func.max if desc else func.min
         if p.type == "string":
             col, hi, lo = t.c.norm, _HIGH_SORT_STRING, ""
@@ -330,7 +478,7 @@ class Compiler:
             col, hi, lo = t.c.code, _HIGH_SORT_STRING, ""
         else:
             col, hi, lo = t.c.value, 1e308, -1e308
-        sub = select(agg(col)).where(t.c.pk == d.c.pk, t.c.param == p.key, *self.rows(t)).scalar_subquery()
+        sub = select(agg(col)).where(*self._lookup(t, p.key, d.c.pk)).scalar_subquery()
         return func.coalesce(sub, lo if desc else hi)
 
     def plan_param(self, code: str):

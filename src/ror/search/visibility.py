@@ -65,13 +65,17 @@ def _no_index_sqlite(element, compiler, **kw):
     return "+" + compiler.process(element.col, **kw)
 
 
-def _no_index(col) -> ColumnElement:
+def no_index(col) -> ColumnElement:
+    """``col`` in a condition SQLite must not answer through an index (see ``_NoIndex``)."""
     return _NoIndex(col)
 
 
 def visible(t, snap: BindParameter) -> ColumnElement:
     """The index row belongs to the snapshot."""
     return and_(t.c.since_tx <= snap, t.c.until_tx > snap)
+
+
+_ALIASES: dict[str, list] = {}
 
 
 class Visibility:
@@ -87,13 +91,29 @@ class Visibility:
         self.snap = snap
         self._bit = literal(bit(profile))
         self._ctes: dict[str, object] = {}
+        self._aliases: dict[str, int] = {}
+
+    def alias(self, table):
+        """A fresh alias of ``table`` for this instance's statements. Aliases are shared between
+        instances (building one's column collection was a third of the time spent building a search
+        statement) and handed out once per instance, so a statement never holds one twice."""
+        n = self._aliases.get(table.name, 0)
+        self._aliases[table.name] = n + 1
+        pool = _ALIASES.setdefault(table.name, [])
+        while len(pool) <= n:
+            pool.append(table.alias())
+        return pool[n]
 
     def row_conditions(self, t) -> list[ColumnElement]:
         return [] if self.profile == 1 else [t.c.vis.op("&")(self._bit) != 0]
 
-    def everything(self, rtype: str) -> Select:
-        d = idx_date.alias()
-        return select(d.c.pk).where(d.c.param == f"{rtype}._lastUpdated", visible(d, self.snap))
+    def everything(self, rtype: str, pk=None) -> Select:
+        """Every resource of ``rtype`` in the snapshot (with ``pk``: that one, read by pk)."""
+        d = self.alias(idx_date)
+        key = f"{rtype}._lastUpdated"
+        if pk is None:
+            return select(d.c.pk).where(d.c.param == key, visible(d, self.snap))
+        return select(d.c.pk).where(d.c.pk == pk, no_index(d.c.param) == key, visible(d, self.snap))
 
     def restricts(self, rtype: str) -> bool:
         """Whether the profile may miss some resources of ``rtype``."""
@@ -103,8 +123,9 @@ class Visibility:
         """``sel`` (a select of pks) without what the profile must not see."""
         if not self.restricts(rtype):
             return sel
-        sub = sel.subquery()
-        return select(sub.c.pk).where(self.shown(rtype, sub.c.pk))
+        # One more condition on the same select, not a select around it: each nesting level counts
+        # against SQLite's parser stack, which a chain through roles overflowed for profile 3.
+        return sel.where(self.shown(rtype, sel.selected_columns[0]))
 
     # -- per-resource conditions --------------------------------------------------------------------
     def shown(self, rtype: str, pk, probe: bool = False) -> ColumnElement:
@@ -123,13 +144,13 @@ class Visibility:
         if rtype == "Practitioner" and not probe:
             return pk.in_(self._practitioners_seen_set())
         if rtype == "Practitioner":
-            rp, ir = resource.alias(), idx_ref.alias()
+            rp, ir = self.alias(resource), self.alias(idx_ref)
             return exists(select(literal(1)).select_from(rp).join(ir, and_(
                 ir.c.param == "PractitionerRole.practitioner", ir.c.target_type == "Practitioner",
                 ir.c.target_id == rp.c.rid)).where(rp.c.pk == pk, rp.c.rtype == "Practitioner", visible(ir, self.snap),
                                                    self._role_seen(ir.c.pk)))
         # Task: not about a hidden offer, place, role or professional.
-        ir, r = idx_ref.alias(), resource.alias()
+        ir, r = self.alias(idx_ref), self.alias(resource)
         return not_(exists(select(literal(1)).select_from(ir).join(r, and_(
             r.c.rtype == ir.c.target_type, r.c.rid == ir.c.target_id)).where(
             ir.c.pk == pk, ir.c.param == "Task.focus", visible(ir, self.snap),
@@ -142,7 +163,7 @@ class Visibility:
             return false()
         if rtype in ("HealthcareService", "Location"):  # the rule itself implies the resource exists
             return not_(self.shown(rtype, pk, probe))
-        return and_(self._exists(rtype, pk), not_(self.shown(rtype, pk, probe)))
+        return and_(self.exists(rtype, pk), not_(self.shown(rtype, pk, probe)))
 
     def hidden(self, rtype: str) -> Select | None:
         """pks of ``rtype`` the profile must not see, or None when it sees them all (for offers and
@@ -154,13 +175,12 @@ class Visibility:
             return self._sensitive_set()
         if rtype == "Location":
             return self._places_set("sensitive", self._sensitive_set())
-        r = resource.alias()  # probes: callers narrow this to one or a few pks (reads)
+        r = self.alias(resource)  # probes: callers narrow this to one or a few pks (reads)
         return select(r.c.pk).where(r.c.rtype == rtype, self.hidden_condition(rtype, r.c.pk, probe=True))
 
-    def _exists(self, rtype: str, pk) -> ColumnElement:
-        d = idx_date.alias()
-        return exists(select(literal(1)).where(d.c.pk == pk, d.c.param == f"{rtype}._lastUpdated",
-                                               visible(d, self.snap)))
+    def exists(self, rtype: str, pk) -> ColumnElement:
+        """The resource ``pk`` of ``rtype`` exists in the snapshot."""
+        return exists(self.everything(rtype, pk))
 
     # -- sets (named CTEs) --------------------------------------------------------------------------
     def _cte(self, name: str, build) -> Select:
@@ -170,20 +190,20 @@ class Visibility:
 
     def _sensitive_set(self) -> Select:
         def build():
-            t = idx_token.alias()
+            t = self.alias(idx_token)
             return select(t.c.pk).where(t.c.param == SENSITIVE_KEY, t.c.code == "true", visible(t, self.snap))
         return self._cte("sensitive", build)
 
     def _champ_set(self, code: str) -> Select:
         def build():
-            t = idx_token.alias()
+            t = self.alias(idx_token)
             return select(t.c.pk).where(t.c.param == "HealthcareService.service-type", t.c.system == CHAMP_SYSTEM,
                                         t.c.code == code, visible(t, self.snap))
         return self._cte(f"champ_{code}", build)
 
     def _places_set(self, name: str, offers: Select) -> Select:
         def build():
-            ir, r = idx_ref.alias(), resource.alias()
+            ir, r = self.alias(idx_ref), self.alias(resource)
             return select(r.c.pk).where(r.c.rtype == "Location", r.c.rid.in_(
                 select(ir.c.target_id).where(ir.c.param == "HealthcareService.location",
                                              ir.c.target_type == "Location", visible(ir, self.snap),
@@ -193,7 +213,7 @@ class Visibility:
     def _role_offers_set(self) -> Select:
         """Offers whose roles the profile sees (a token row of the snapshot implies the offer is in it)."""
         def build():
-            t = idx_token.alias()
+            t = self.alias(idx_token)
             if self.profile in (0, 3):
                 sel = self._champ_set(CHAMP_MS if self.profile == 3 else CHAMP_VILLE).subquery()
                 return select(sel.c.pk).where(sel.c.pk.not_in(self._sensitive_set()))
@@ -202,16 +222,17 @@ class Visibility:
 
     def _roles_seen_set(self) -> Select:
         def build():
-            ir, r = idx_ref.alias(), resource.alias()
+            ir, r = self.alias(idx_ref), self.alias(resource)
             return select(ir.c.pk).where(ir.c.param == "PractitionerRole.service",
                                          ir.c.target_type == "HealthcareService", visible(ir, self.snap),
-                                         ir.c.target_id.in_(select(r.c.rid).where(
-                                             r.c.rtype == "HealthcareService", r.c.pk.in_(self._role_offers_set()))))
+                                         ir.c.target_id.in_(select(r.c.rid).where(  # offers by pk, not all
+                                             no_index(r.c.rtype) == "HealthcareService",
+                                             r.c.pk.in_(self._role_offers_set()))))
         return self._cte("roles_seen", build)
 
     def _practitioners_seen_set(self) -> Select:
         def build():
-            ir, r = idx_ref.alias(), resource.alias()
+            ir, r = self.alias(idx_ref), self.alias(resource)
             return select(r.c.pk).where(r.c.rtype == "Practitioner", r.c.rid.in_(
                 select(ir.c.target_id).where(ir.c.param == "PractitionerRole.practitioner",
                                              ir.c.target_type == "Practitioner", visible(ir, self.snap),
@@ -219,24 +240,24 @@ class Visibility:
         return self._cte("practitioners_seen", build)
 
     # -- probes (correlated on a pk) ----------------------------------------------------------------
-    # Leaf facts read the offer's own token rows by pk. ``_no_index`` keeps SQLite from reading them
+    # Leaf facts read the offer's own token rows by pk. ``no_index`` keeps SQLite from reading them
     # through the (param, code, system) lookup index instead, which would walk every offer of that
     # code for each probe.
     def _sensitive(self, offer_pk) -> ColumnElement:
         """The offer is a sensitive unit in the snapshot."""
-        t = idx_token.alias()
-        return exists(select(literal(1)).where(t.c.pk == offer_pk, _no_index(t.c.param) == SENSITIVE_KEY,
-                                               _no_index(t.c.code) == "true", visible(t, self.snap)))
+        t = self.alias(idx_token)
+        return exists(select(literal(1)).where(t.c.pk == offer_pk, no_index(t.c.param) == SENSITIVE_KEY,
+                                               no_index(t.c.code) == "true", visible(t, self.snap)))
 
     def _of_champ(self, offer_pk, code: str) -> ColumnElement:
-        t = idx_token.alias()
+        t = self.alias(idx_token)
         return exists(select(literal(1)).where(
-            t.c.pk == offer_pk, _no_index(t.c.param) == "HealthcareService.service-type",
-            _no_index(t.c.system) == CHAMP_SYSTEM, _no_index(t.c.code) == code, visible(t, self.snap)))
+            t.c.pk == offer_pk, no_index(t.c.param) == "HealthcareService.service-type",
+            no_index(t.c.system) == CHAMP_SYSTEM, no_index(t.c.code) == code, visible(t, self.snap)))
 
     def _serves(self, place_pk, offer_condition) -> ColumnElement:
         """Some offer of the snapshot for which ``offer_condition(offer pk)`` holds lists the place."""
-        rl, ir = resource.alias(), idx_ref.alias()
+        rl, ir = self.alias(resource), self.alias(idx_ref)
         return exists(select(literal(1)).select_from(rl).join(ir, and_(
             ir.c.param == "HealthcareService.location", ir.c.target_type == "Location",
             ir.c.target_id == rl.c.rid)).where(rl.c.pk == place_pk, rl.c.rtype == "Location",
@@ -245,7 +266,7 @@ class Visibility:
     def _role_offer(self, offer_pk) -> ColumnElement:
         """An offer whose roles the profile sees: in the snapshot, not sensitive (and for profile 3
         medico-social, for profile 0 a city offer)."""
-        conds = [self._exists("HealthcareService", offer_pk), not_(self._sensitive(offer_pk))]
+        conds = [self.exists("HealthcareService", offer_pk), not_(self._sensitive(offer_pk))]
         if self.profile == 3:
             conds.append(self._of_champ(offer_pk, CHAMP_MS))
         elif self.profile == 0:
@@ -254,7 +275,7 @@ class Visibility:
 
     def _role_serving(self, role_pk, offer_condition) -> ColumnElement:
         """The role serves (in the snapshot) an offer for which ``offer_condition(offer pk)`` holds."""
-        ir, ro = idx_ref.alias(), resource.alias()
+        ir, ro = self.alias(idx_ref), self.alias(resource)
         return exists(select(literal(1)).select_from(ir).join(ro, and_(
             ro.c.rtype == "HealthcareService", ro.c.rid == ir.c.target_id)).where(
             ir.c.pk == role_pk, ir.c.param == "PractitionerRole.service", ir.c.target_type == "HealthcareService",
@@ -272,15 +293,14 @@ class Visibility:
         return self._role_serving(pk, lambda offer: self._of_champ(offer, CHAMP_MS))
 
     # -- capacities and redaction context -----------------------------------------------------------
-    def scope_records(self, param: SearchParam, sel: Select) -> Select:
+    def record_scope(self, param: SearchParam, pk) -> list[ColumnElement]:
         """Profile 3 sees capacities of medico-social places only: rows of other places never match."""
         if self.profile != 3 or param.group != CAPACITY:
-            return sel
-        sub = sel.subquery()
-        return select(sub.c.pk).where(sub.c.pk.in_(self._places_set("ms", self._champ_set(CHAMP_MS))))
+            return []
+        return [pk.in_(self._places_set("ms", self._champ_set(CHAMP_MS)))]
 
     def medico_social_places_and_roles(self) -> tuple[Select, Select]:
         """(places, roles) serving medico-social offers: the context of their redaction."""
-        rr = resource.alias()
+        rr = self.alias(resource)
         return (self._places_set("ms", self._champ_set(CHAMP_MS)),
                 select(rr.c.pk).where(rr.c.rtype == "PractitionerRole", self.medico_social_role(rr.c.pk)))

@@ -1,0 +1,159 @@
+"""The SQL shapes of a search (search/compile.py): one condition drives, the others are tested on each
+of its resources. Whatever condition drives (or none), the results are the same; the hierarchy,
+geographic and date criteria whose SQL was reshaped keep their edges."""
+
+from __future__ import annotations
+
+import math
+from unittest.mock import patch
+
+import orjson
+import pytest
+
+from ror.fhir.files import read_resources
+from ror.geo import EARTH_RADIUS_KM, haversine_km
+from ror.search.compile import Compiler
+from ror.store import bulk
+from ror.store.engine import current_tx
+from tests.conftest import BACKENDS, FIXTURES, _database, make_service
+from tests.integration.test_access_profiles import caller
+from tests.integration.test_search_semantics import CASES, FINESS, matches
+
+
+def _found(svc, rtype, pairs, profile=1) -> set[str]:
+    bundle = orjson.loads(svc.search(rtype, list(pairs), "http://t/fhir", caller=caller(profile)).body)
+    found = matches(bundle)
+    assert len(found) == len(set(found)) and bundle.get("total", len(found)) == len(found)
+    return set(found)
+
+
+def _forced(pick):
+    """``Compiler._driver`` replaced: ``pick(candidates)`` drives (None: the type's rows are scanned)."""
+    return patch.object(Compiler, "_driver", staticmethod(
+        lambda conds, conn: pick([c for c in conds if c.set is not None])))
+
+
+DRIVERS = {"scan": lambda cands: None, "first": lambda cands: cands[0] if cands else None,
+           "second": lambda cands: cands[1] if len(cands) > 1 else None,
+           "last": lambda cands: cands[-1] if cands else None}
+
+
+@pytest.fixture(scope="module")
+def small(module_db_url):
+    svc = make_service(module_db_url)
+    bulk.upsert(svc.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    yield svc
+    svc.engine.dispose()
+
+
+@pytest.mark.parametrize("profile", [1, 3])
+def test_every_driver_gives_the_same_results(small, profile):
+    """Every search of the semantic cases, driven by each of its conditions in turn and by none,
+    finds what the default plan finds (and, for profile 1, what the dataset's README says)."""
+    for rtype, pairs, expected in CASES:
+        default = _found(small, rtype, pairs, profile)
+        if profile == 1:
+            assert default == expected, (rtype, pairs)
+        for name, pick in DRIVERS.items():
+            with _forced(pick):
+                assert _found(small, rtype, pairs, profile) == default, (name, rtype, pairs)
+
+
+def test_sqlite_drives_from_the_smallest_set(small):
+    if small.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL orders the semi-joins itself")
+    specialty = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle|022"
+    for pairs in ([("active", "true"), ("specialty", specialty)], [("specialty", specialty), ("active", "true")]):
+        plan = small.plan("HealthcareService", pairs, lenient=False)
+        with small.engine.connect() as conn:
+            comp = Compiler(plan, small.settings, current_tx(conn), "sqlite")
+            conds = comp._conditions()
+            chosen = comp._driver(conds, conn)
+        assert chosen is conds[[k for k, _ in pairs].index("specialty")]
+
+
+# -- hierarchy over several levels ------------------------------------------------------------------
+def _org(rid: str, finess: str, parent: str | None = None) -> dict:
+    org = {"resourceType": "Organization", "id": rid, "identifier": [{"system": FINESS, "value": finess}]}
+    if parent:
+        org["partOf"] = {"reference": f"Organization/{parent}"}
+    return org
+
+
+def _offer(rid: str, org: str, location: str | None = None) -> dict:
+    hs = {"resourceType": "HealthcareService", "id": rid, "providedBy": {"reference": f"Organization/{org}"}}
+    if location:
+        hs["location"] = [{"reference": f"Location/{location}"}]
+    return hs
+
+
+def _place(rid: str, lat: float, lon: float) -> dict:
+    return {"resourceType": "Location", "id": rid, "position": {"latitude": lat, "longitude": lon}}
+
+
+LAT, LON, KM = 44.0, 3.0, 10.0
+
+
+def _north(km: float) -> float:
+    """Latitude of the point ``km`` due north of (LAT, LON) on the sphere of the distance formula."""
+    return LAT + math.degrees(km / EARTH_RADIUS_KM)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request, tmp_path_factory):
+    """A store of its own: the organisation tree ej ← eg ← oi1 ← oi2 ← oi3 and ej ← eg2 (a sibling
+    branch) with one offer on each; places on a radius's edge (with an offer each, of eg3), and one
+    across the antimeridian."""
+    database = _database(request, tmp_path_factory, "plans")
+    svc = make_service(next(database))
+    orgs = [_org("ej", "100000001"), _org("eg", "100000002", "ej"), _org("oi1", "100000003", "eg"),
+            _org("oi2", "100000004", "oi1"), _org("oi3", "100000005", "oi2"), _org("eg2", "100000006", "ej")]
+    places = [_place("edge-in", _north(KM * (1 - 1e-9)), LON), _place("edge-out", _north(KM * (1 + 1e-6)), LON),
+              _place("east-in", LAT, LON + 0.12), _place("wallis", -13.3, 179.95)]
+    offers = [_offer(f"hs-{o['id']}", o["id"]) for o in orgs]
+    offers += [_offer("hs-in", "eg3", "edge-in"), _offer("hs-out", "eg3", "edge-out")]
+    bulk.upsert(svc.engine, [*orgs, _org("eg3", "100000007"), *places, *offers])
+    yield svc
+    svc.engine.dispose()
+    next(database, None)  # drops a PostgreSQL database
+
+
+@pytest.mark.parametrize(("name", "finess", "expected"), [
+    ("identifier:above", "100000002", {"eg", "oi1", "oi2", "oi3"}),
+    ("identifier:above", "100000001", {"ej", "eg", "oi1", "oi2", "oi3", "eg2"}),
+    ("identifier:above", "100000004", {"oi2", "oi3"}),
+    ("identifier:below", "100000005", {"oi3", "oi2", "oi1", "eg", "ej"}),
+    ("identifier:below", "100000006", {"eg2", "ej"}),
+    ("identifier:below", "100000001", {"ej"}),
+])
+def test_hierarchy_over_several_levels(store, name, finess, expected):
+    assert _found(store, "Organization", [(name, f"{FINESS}|{finess}")]) == expected
+    if name.endswith("above"):
+        offers = _found(store, "HealthcareService", [(f"organization.{name}", f"{FINESS}|{finess}")])
+        assert offers == {f"hs-{o}" for o in expected}
+
+
+def test_hierarchy_with_another_criterion_drives_either_way(store):
+    pairs = [("organization.identifier:above", f"{FINESS}|100000002"), ("_id", "hs-oi2,hs-eg2,hs-ej")]
+    for pick in DRIVERS.values():
+        with _forced(pick):
+            assert _found(store, "HealthcareService", pairs) == {"hs-oi2"}
+
+
+# -- near: the radius edge, the antimeridian ---------------------------------------------------------
+def test_near_at_the_radius_edge(store):
+    inside, outside = _north(KM * (1 - 1e-9)), _north(KM * (1 + 1e-6))
+    assert haversine_km(LAT, LON, inside, LON) <= KM < haversine_km(LAT, LON, outside, LON)
+    assert _found(store, "Location", [("near", f"{LAT}|{LON}|{KM}|km")]) == {"edge-in", "east-in"}
+    assert _found(store, "Location", [("near", f"{LAT}|{LON}|{KM * 1000}|m")]) == {"edge-in", "east-in"}
+    for pick in DRIVERS.values():
+        with _forced(pick):
+            assert _found(store, "HealthcareService", [("location.near", f"{LAT}|{LON}|{KM}|km"),
+                                                        ("organization.identifier", f"{FINESS}|100000007")]) == \
+                {"hs-in"}
+
+
+def test_near_across_the_antimeridian(store):
+    """Wallis-and-Futuna: the box around a point at 179.9° W reaches 179.95° E."""
+    assert _found(store, "Location", [("near", "-13.3|-179.95|15|km")]) == {"wallis"}
+    assert _found(store, "Location", [("near", "-13.3|-179.95|5|km")]) == set()

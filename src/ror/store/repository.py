@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select
 
 from ror.errors import NotFound
 from ror.fhirdates import now_stamp, parse_range, stamp_to_instant
@@ -321,16 +321,6 @@ def bodies(conn: Connection, pks: Sequence[int], snapshot: int | None = None) ->
         for pk, body in conn.execute(select(resource_version.c.pk, resource_version.c.body).join(
                 latest, and_(latest.c.pk == resource_version.c.pk, latest.c.v == resource_version.c.version))):
             out[pk] = body
-    return out
-
-
-def pks_for(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    keys = list(keys)
-    out: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(keys, 400):
-        for rtype, rid, pk in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.pk)
-                                           .where(tuple_(resource.c.rtype, resource.c.rid).in_(chunk))):
-            out[(rtype, rid)] = pk
     return out
 
 

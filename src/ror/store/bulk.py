@@ -1,27 +1,50 @@
 """Bulk write path for feeds, loads and tests: batched upserts through ``repository.write_batch``.
 
 Each batch is one transaction, so a run killed mid-way leaves whole batches; since unchanged
-content is skipped, re-running the same input converges to the state of an uninterrupted run.
+content is skipped, re-running the same input converges to the state of an uninterrupted run. The
+exception is a *first load*, of more than one batch into an empty store: it is one transaction, in which
+the lookup indexes of the index tables are dropped, then built once at the end (a sort, rather than a
+random insertion per row and index); killed mid-way, it leaves the store empty.
 
 NDJSON lines (``ror.fhir.files.Line``) are fingerprinted: the digest of the line a resource was loaded
 from is kept with the content hash it gave (``load_fingerprint``). A reload skips a known line without
 parsing it while the resource still has that content — parsing was most of a no-op reload's cost (orjson
 builds every object of the resource: ~50 µs for an offer) — and parses it again once the resource changed
-by any other way (API, feed, another file).
+by any other way (API, feed, another file). A batch's digests are looked up when it is read, before its
+write transaction.
+
+The lines to write are parsed, hashed and indexed (the pure part of a write) by worker processes when
+the load has more than one batch and this process may use more than one CPU, ``_AHEAD`` batches ahead of
+the one this process writes. The garbage collector is paused meanwhile: a batch holds about a million
+objects, which every full collection traversed again (a fifth of a load's time, profiled). Figures:
+docs/storage.md, "Bulk loads".
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections import Counter
-from collections.abc import Callable, Iterable
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain, islice
+from multiprocessing import get_context
 
-from sqlalchemy import Connection, Engine
+import orjson
+from sqlalchemy import Connection, Engine, inspect
 
 from ror.errors import InputFileError
 from ror.fhir.files import Line, Rejected
+from ror.fhirdates import STAMP_MIN
 from ror.store import repository
-from ror.store.engine import dbapi_many, dbapi_rows, write_transaction
+from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, write_transaction
+from ror.store.indexer import index_rows
+from ror.store.schema import INDEX_TABLES
+
+_AHEAD = 2  # batches read and handed to the workers before the one being written
+_JOB = 250  # lines per worker job: a batch is shared between the workers
 
 
 def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
@@ -31,54 +54,223 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
     per outcome. ``keep_last_updated``: see ``repository.write_batch``. Lines that are not valid
     resources go to ``on_rejected``; without it, the first one stops the load (``InputFileError``)."""
     totals: Counter = Counter()
-    batch: list[dict | Line] = []
-
-    def flush():
-        with write_transaction(engine) as conn:
-            done = _write(conn, batch, keep_last_updated, on_rejected)
-        totals.update(done)
-        batch.clear()
-        if on_batch:
-            on_batch(done)
-
-    for item in items:
-        batch.append(item)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
+    many, batches = _batches(items, batch_size)
+    first_load = many and _is_empty(engine)
+    with _gc_paused(), _Preparer(many, first_load) as preparer, _session(engine, first_load) as session:
+        for batch in preparer.ahead(session, batches):
+            with session.writing() as conn:
+                done = _write(conn, batch, keep_last_updated, on_rejected)
+            totals.update(done)
+            if on_batch:
+                on_batch(done)
     return totals
 
 
-def _write(conn: Connection, batch: list[dict | Line], keep_last_updated: bool,
+def _batches(items: Iterable, size: int) -> tuple[bool, Iterator[list]]:
+    """Whether there is more than one batch, and the batches (each let go once written)."""
+    it = iter(items)
+    head = deque(filter(None, (list(islice(it, size)) for _ in range(2))))
+
+    def batches() -> Iterator[list]:
+        while head:
+            yield head.popleft()
+        yield from iter(lambda: list(islice(it, size)), [])
+
+    return len(head) > 1, batches()
+
+
+@contextmanager
+def _gc_paused():
+    """No garbage collection meanwhile (see the module's docstring): the few cycles a load makes are
+    collected after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# -- where batches are read and written ---------------------------------------------------------------
+
+class _Session:
+    """Connections for the known-line lookups and the writes: a new one each time, or the one
+    transaction of a first load."""
+
+    def __init__(self, engine: Engine, conn: Connection | None = None):
+        self.engine, self.conn = engine, conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        if self.conn is not None:
+            yield self.conn
+        else:
+            with self.engine.connect() as conn:
+                yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        if self.conn is not None:
+            yield self.conn
+        else:
+            with write_transaction(self.engine) as conn:
+                yield conn
+
+
+def _is_empty(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return not dbapi_rows(conn, "SELECT 1 FROM resource LIMIT 1")
+
+
+def _lookup_indexes(conn: Connection) -> list[tuple[str, str]]:
+    """Name and definition, as the database has them, of the index tables' indexes not led by pk. A load
+    appends to the pk-led ones (pks only grow) but inserts each row at a random place in the others: built
+    once from the loaded rows, these cost one sort."""
+    inspector = inspect(conn)
+    names = {ix["name"] for table in INDEX_TABLES.values() for ix in inspector.get_indexes(table.name)
+             if ix["column_names"][:1] != ["pk"]}
+    catalog = ("SELECT name, sql FROM sqlite_master WHERE type = 'index'" if is_sqlite(conn) else
+               "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")
+    return [(name, ddl) for name, ddl in dbapi_rows(conn, catalog) if name in names]
+
+
+@contextmanager
+def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
+    if not first_load:
+        yield _Session(engine)
+        return
+    # DDL is transactional on both databases: a failed load rolls the dropped indexes back too.
+    with write_transaction(engine) as conn:
+        deferred = _lookup_indexes(conn)
+        for name, _ in deferred:
+            dbapi_rows(conn, f"DROP INDEX {name}")
+        yield _Session(engine, conn)
+        for _, ddl in deferred:
+            dbapi_rows(conn, ddl)
+
+
+# -- preparing lines: parse, content hash, index rows --------------------------------------------------
+
+@dataclass
+class _Batch:
+    items: list[dict | Line]
+    digests: dict[int, bytes]  # position of each line in items -> its digest
+    known: set[bytes]  # digests of lines whose resource still has the content they gave
+    prepared: Callable[[], list[repository.Prepared | Rejected]]  # the other lines', in order
+
+
+class _Preparer:
+    """Prepares the lines a batch must write: in this process when it writes them, or, for a load of
+    more than one batch on more than one CPU, ahead in worker processes. They are forked (they start at
+    once, with everything imported) when a batch first has lines to prepare, or, for a first load, before
+    its transaction and writer lock exist, which they would otherwise inherit."""
+
+    def __init__(self, many: bool, eager: bool):
+        # One worker per CPU but the one this process writes on: writing is the longer part (measured).
+        self.workers = len(os.sched_getaffinity(0)) - 1 if many else 0
+        self.pool = None
+        if eager:
+            self._workers()
+
+    def _workers(self):
+        if self.pool is None and self.workers:
+            self.pool = get_context("fork").Pool(self.workers)
+        return self.pool
+
+    def __enter__(self) -> _Preparer:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self.pool is None:
+            return
+        if exc_type is None:
+            self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+
+    def ahead(self, session: _Session, batches: Iterable[list]) -> Iterator[_Batch]:
+        """``batches`` with their known lines looked up and the others being prepared, ``_AHEAD``
+        batches before each is yielded when there are workers to do it."""
+        pending: deque[_Batch] = deque()
+        for items in batches:
+            with session.reading() as conn:
+                pending.append(self._start(conn, items))
+            if len(pending) > (_AHEAD if self.pool else 0):
+                yield pending.popleft()
+        yield from pending
+
+    def _start(self, conn: Connection, items: list[dict | Line]) -> _Batch:
+        digests = {i: hashlib.blake2b(item.raw, digest_size=16).digest()
+                   for i, item in enumerate(items) if isinstance(item, Line)}
+        known = _unchanged(conn, set(digests.values()))
+        todo = [items[i] for i, digest in digests.items() if digest not in known]
+        pool = self._workers() if todo else None
+        if pool is None:
+            return _Batch(items, digests, known, lambda: [_prepare(line) for line in todo])
+        jobs = [pool.apply_async(_prepare_in_worker, (todo[i:i + _JOB],)) for i in range(0, len(todo), _JOB)]
+        return _Batch(items, digests, known, lambda: [
+            _rebuild(line, got) for line, got in zip(todo, chain.from_iterable(j.get() for j in jobs), strict=True)])
+
+
+def _prepare(line: Line) -> repository.Prepared | Rejected:
+    res = line.parse()
+    return res if isinstance(res, Rejected) else repository.prepare(res)
+
+
+def _prepare_in_worker(lines: list[Line]) -> list[tuple | Rejected]:
+    """What the writer needs of each line but the resource itself, which it parses again (faster than
+    unpickling it): content hash, region, and the index rows of the resource as written — its meta set as
+    ``write_batch`` sets it, for a placeholder stamp that ``restamp`` replaces by the write's."""
+    out: list[tuple | Rejected] = []
+    for line in lines:
+        p = _prepare(line)
+        if isinstance(p, Rejected):
+            out.append(p)
+            continue
+        repository._finalise(p, 1, STAMP_MIN)  # the write's own way of setting meta, not a copy of it
+        out.append((p.content_hash, p.region, index_rows(p.resource)))
+    return out
+
+
+def _rebuild(line: Line, got: tuple | Rejected) -> repository.Prepared | Rejected:
+    if isinstance(got, Rejected):
+        return got
+    res = orjson.loads(line.raw)
+    return repository.Prepared(res["resourceType"], res["id"], res, *got)
+
+
+# -- writing a batch ------------------------------------------------------------------------------------
+
+def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
            on_rejected: Callable[[Rejected], None] | None) -> Counter:
-    digests = {id(item): hashlib.blake2b(item.raw, digest_size=16).digest() for item in batch if isinstance(item, Line)}
-    known = _unchanged(conn, set(digests.values()))
     done: Counter = Counter()
     prepared: list[repository.Prepared] = []
     fingerprinted: dict[tuple[str, str], bytes] = {}
-    for item in batch:
+    from_lines = iter(batch.prepared())
+    for i, item in enumerate(batch.items):
         if isinstance(item, Line):
-            digest = digests[id(item)]
-            if digest in known:
+            digest = batch.digests[i]
+            if digest in batch.known:
                 done["unchanged"] += 1
                 continue
-            res = item.parse()
-            if isinstance(res, Rejected):
+            p = next(from_lines)
+            if isinstance(p, Rejected):
                 if on_rejected is None:
-                    raise InputFileError(f"{res.where}: {res.reason}")
-                on_rejected(res)
+                    raise InputFileError(f"{p.where}: {p.reason}")
+                on_rejected(p)
                 continue
-            fingerprinted[(res["resourceType"], res["id"])] = digest
+            fingerprinted[(p.rtype, p.rid)] = digest
         else:
-            res = item
-        prepared.append(repository.prepare(res))
+            p = repository.prepare(item)
+        prepared.append(p)
     written = repository.write_batch(conn, prepared, keep_last_updated=keep_last_updated)
     done.update(w.outcome for w in written)
     if fingerprinted:
         hashes = {(p.rtype, p.rid): p.content_hash for p in prepared}
-        pks = repository.pks_for(conn, fingerprinted)
-        dbapi_many(conn, _REMEMBER, [(pks[k], digest, hashes[k]) for k, digest in fingerprinted.items()])
+        current = repository.fetch_current(conn, fingerprinted)
+        dbapi_many(conn, _REMEMBER, [(current[k].pk, digest, hashes[k]) for k, digest in fingerprinted.items()])
     return done
 
 

@@ -1,0 +1,144 @@
+"""Loads of more than one batch (issue 7): into an empty store, one transaction whose lookup indexes are
+built at the end; lines prepared by worker processes when the process may use more than one CPU. Whatever
+the path, every resource's live index rows must be exactly what the indexer yields from its stored body,
+and a reload must find every line known."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlalchemy import func, inspect, select
+from typer.testing import CliRunner
+
+from ror.cli.main import app
+from ror.errors import InputFileError
+from ror.fhir.files import Rejected, read_items
+from ror.store import bulk
+from ror.store.engine import current_tx
+from ror.store.schema import INDEX_TABLES, load_fingerprint, resource, resource_version
+from tests.conftest import FIXTURES
+from tests.integration.test_index_diff import expected, rows_at
+
+
+def _resources() -> list[dict]:
+    bundle = orjson.loads((FIXTURES / "small" / "bundle.json").read_bytes())
+    out = [e["resource"] for e in bundle["entry"]]
+    # Members in another order than the stored one, and no meta.lastUpdated: the rows prepared ahead of the
+    # write must still be those of the body as stored (its meta first, its stamp).
+    first = out[0]
+    out[0] = {**{k: v for k, v in first.items() if k not in ("resourceType", "id", "meta")},
+              "id": first["id"], "resourceType": first["resourceType"]}
+    return out
+
+
+@pytest.fixture
+def ndjson(tmp_path):
+    path = tmp_path / "extract.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in _resources()) + b"\n")
+    return path
+
+
+@pytest.fixture(params=[1, 2], ids=["1cpu", "2cpus"])
+def cpus(request, monkeypatch):
+    """Lines prepared here (1 CPU) or by worker processes (2 CPUs), whatever this machine has."""
+    monkeypatch.setattr(bulk.os, "sched_getaffinity", lambda _pid: set(range(request.param)))
+    return request.param
+
+
+def count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def indexes(engine) -> list[tuple]:
+    """The index tables' indexes as the database has them (a first load drops, then builds them again)."""
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        return sorted((table.name, ix["name"], *ix["column_names"]) for table in INDEX_TABLES.values()
+                      for ix in inspector.get_indexes(table.name))
+
+
+@pytest.fixture
+def schema_indexes(service):
+    return indexes(service.engine)
+
+
+def check_store(service, resources: list[dict], schema_indexes: list[tuple]) -> None:
+    with service.engine.connect() as conn:
+        tx = current_tx(conn)
+        for res in resources:
+            body = orjson.loads(service.read(res["resourceType"], res["id"]).body)
+            assert rows_at(conn, res["resourceType"], res["id"], tx) == expected(body), res["id"]
+    assert indexes(service.engine) == schema_indexes
+    assert count(service.engine, resource_version) == 0
+
+
+@pytest.mark.parametrize("keep_last_updated", [True, False])
+def test_a_first_load_in_batches_indexes_every_body_as_stored(service, ndjson, cpus, keep_last_updated, monkeypatch,
+                                                              schema_indexes):
+    from_workers = []
+    rebuild = bulk._rebuild
+    monkeypatch.setattr(bulk, "_rebuild", lambda line, got: from_workers.append(line) or rebuild(line, got))
+    done = bulk.upsert(service.engine, read_items(ndjson), batch_size=7, keep_last_updated=keep_last_updated)
+    assert done == {"created": 51}
+    assert len(from_workers) == (51 if cpus > 1 else 0)
+    check_store(service, _resources(), schema_indexes)
+    assert count(service.engine, load_fingerprint) == 51
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"unchanged": 51}
+    assert count(service.engine, resource_version) == 0
+
+
+def test_resources_and_lines_mixed_over_batches(service, ndjson, cpus, schema_indexes):
+    items = [*_resources()[:20], *list(read_items(ndjson))[20:]]
+    assert bulk.upsert(service.engine, items, batch_size=6, keep_last_updated=True) == {"created": 51}
+    check_store(service, _resources(), schema_indexes)
+    assert count(service.engine, load_fingerprint) == 31
+
+
+def test_a_second_load_in_batches_writes_what_changed(service, ndjson, cpus):
+    bulk.upsert(service.engine, read_items(ndjson), batch_size=7, keep_last_updated=True)
+    changed = _resources()
+    changed[3]["name"] = "Renommé"
+    ndjson.write_bytes(b"\n".join(orjson.dumps(r) for r in changed) + b"\n")
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7, keep_last_updated=True) == {
+        "unchanged": 50, "updated": 1}
+    with service.engine.connect() as conn:
+        tx = current_tx(conn)
+        body = orjson.loads(service.read(changed[3]["resourceType"], changed[3]["id"]).body)
+        assert body["name"] == "Renommé"
+        assert rows_at(conn, changed[3]["resourceType"], changed[3]["id"], tx) == expected(body)
+
+
+def test_rejected_lines_are_reported_in_file_order(service, ndjson, cpus):
+    lines = ndjson.read_bytes().splitlines()
+    lines[9:9] = [b'{"resourceType": "Location"', b'{"resourceType": "Patient", "id": "p"}']
+    ndjson.write_bytes(b"\n".join(lines) + b"\n")
+    rejected: list[Rejected] = []
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7, on_rejected=rejected.append) == {
+        "created": 51}
+    assert [r.where.rsplit(":", 1)[1] for r in rejected] == ["10", "11"]
+    assert "invalid JSON" in rejected[0].reason and "not served" in rejected[1].reason
+
+
+def test_a_failed_first_load_leaves_the_store_empty_and_indexed(service, ndjson, cpus, schema_indexes):
+    lines = ndjson.read_bytes().splitlines()
+    lines.insert(30, b"not json")
+    ndjson.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InputFileError, match=":31: invalid JSON"):
+        bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
+    assert count(service.engine, resource) == 0
+    assert indexes(service.engine) == schema_indexes
+
+
+def test_the_load_command_over_files_in_batches(db_url, ndjson, cpus, tmp_path):
+    lines = ndjson.read_bytes().splitlines()
+    second = tmp_path / "second.ndjson"
+    second.write_bytes(b"\n".join([*lines[30:], b"[1]"]) + b"\n")
+    ndjson.write_bytes(b"\n".join(lines[:30]) + b"\n")
+    args = ["load", "--batch-size", "7", "--keep-last-updated", str(ndjson), str(second)]
+    first = CliRunner().invoke(app, args, env={"ROR_DATABASE_URL": db_url})
+    assert first.exit_code == 1, first.output
+    assert "created 51, updated 0, unchanged 0, rejected 1" in first.output
+    assert "second.ndjson:22: not a JSON object" in first.output.replace("\n", "")  # the console wraps it
+    again = CliRunner().invoke(app, args, env={"ROR_DATABASE_URL": db_url})
+    assert "created 0, updated 0, unchanged 51, rejected 1" in again.output

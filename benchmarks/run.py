@@ -133,7 +133,9 @@ class Db:
 
 def load(db: Db, files: list[Path]) -> dict:
     t0 = time.perf_counter()
-    p = subprocess.run(["taskset", "-c", SERVER_CORE, sys.executable, "-c", LOADER, *map(str, files)],
+    # Both cores: the loader parses and indexes in a worker process while it writes (store/bulk.py).
+    p = subprocess.run(["taskset", "-c", f"{SERVER_CORE},{CLIENT_CORE}", sys.executable, "-c", LOADER,
+                        *map(str, files)],
                        env={**ENV, "ROR_DATABASE_URL": db.url}, capture_output=True, text=True, timeout=7200)
     seconds = time.perf_counter() - t0
     text = re.sub(r"\s+", " ", p.stdout + p.stderr)

@@ -116,6 +116,8 @@ idx_ref = _index_table("idx_ref", Column("target_type", String(40)), Column("tar
                        lookup=("target_id", "target_type"))
 idx_date = _index_table("idx_date", Column("low", Stamp, nullable=False), Column("high", Stamp, nullable=False),
                         lookup=("low", "high"), extra=(("high", "low"),))
+# Each type's `_lastUpdated` rows in pk order: the drive of a search without a selective criterion (0009).
+Index("ix_idx_date_param_pk", idx_date.c.param, idx_date.c.pk, idx_date.c.until_tx, idx_date.c.since_tx)
 idx_number = _index_table("idx_number", Column("value", Float, nullable=False), lookup=("value",))
 idx_quantity = _index_table("idx_quantity", Column("value", Float, nullable=False),
                             Column("system", String(250)), Column("code", String(64)),

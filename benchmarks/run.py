@@ -327,6 +327,17 @@ def wrk(server: Server, paths: list[str], connections: int, seconds: float, tmp:
     return out
 
 
+def timed(server: Server, paths: list[str], args, tmp: Path, label: str) -> dict:
+    """One scenario: a warm-up pass, then ``--repeat`` wrk runs over 1 and over 8 connections (medians)."""
+    s = {"warm": warm(server.base, paths)}
+    for conns in (1, 8):
+        runs = [wrk(server, paths, conns, args.seconds, tmp) for _ in range(args.repeat)]
+        s[f"c{conns}"] = median_runs(runs) | {"loadavg": loadavg()}
+    log(f"{label}: p50 {s['c1']['p50_us'] / 1000:.2f} ms, {s['c1']['rps']:.0f} req/s (1 conn), "
+        f"{s['c8']['rps']:.0f} req/s (8 conn)")
+    return s
+
+
 def median_runs(runs: list[dict]) -> dict:
     keys = ("rps", "p50_us", "p95_us", "p99_us", "max_us", "server_cpu_share", "cpu_us_per_req")
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -500,12 +511,7 @@ def run_peer(files: list[Path], paths: dict[str, list[str]], probes: dict[str, l
             s = {"check": peer_check(ours_base, server.base, ps)}
             log(f"[peer] {name}: {s['check']['verdict']}")
             if name not in probes and s["check"]["verdict"] == "same answers":
-                s["warm"] = warm(server.base, ps)
-                for conns in (1, 8):
-                    runs = [wrk(server, ps, conns, args.seconds, tmp) for _ in range(args.repeat)]
-                    s[f"c{conns}"] = median_runs(runs) | {"loadavg": loadavg()}
-                log(f"[peer] {name}: p50 {s['c1']['p50_us'] / 1000:.2f} ms, {s['c1']['rps']:.0f} req/s (1 conn), "
-                    f"{s['c8']['rps']:.0f} req/s (8 conn)")
+                s |= timed(server, ps, args, tmp, f"[peer] {name}")
             out["scenarios"][name] = s
         out["memory"] = server.vm()
     finally:
@@ -593,13 +599,7 @@ def bench(kind: str, files: list[Path], args, tmp: Path, with_peer: bool) -> dic
             if not ps:
                 log(f"[{kind}] {name}: no request could be built from the data, skipped")
                 continue
-            s = {"warm": warm(server.base, ps)}
-            for conns in (1, 8):
-                runs = [wrk(server, ps, conns, args.seconds, tmp) for _ in range(args.repeat)]
-                s[f"c{conns}"] = median_runs(runs) | {"loadavg": loadavg()}
-            log(f"[{kind}] {name}: p50 {s['c1']['p50_us'] / 1000:.2f} ms, {s['c1']['rps']:.0f} req/s (1 conn), "
-                f"{s['c8']['rps']:.0f} req/s (8 conn)")
-            res["scenarios"][name] = s
+            res["scenarios"][name] = timed(server, ps, args, tmp, f"[{kind}] {name}")
         hs = after["types"].get("HealthcareService", 0)
         log(f"[{kind}] full walk of {hs:,} HealthcareServices")
         res["walk"] = walk(server.base, hs) | {"loadavg": loadavg()}

@@ -181,14 +181,13 @@ class _Preparer:
     def __enter__(self) -> _Preparer:
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
-        if self.pool is None:
-            return
-        if exc_type is None:
+    def __exit__(self, *_) -> None:
+        # Closed, not terminated, even on failure: the workers finish the at most ``_AHEAD`` batches queued
+        # and exit. ``Pool.terminate`` could hang for good, its task thread blocked on the queue's lock while
+        # being joined (seen in CI on a failed first load).
+        if self.pool is not None:
             self.pool.close()
-        else:
-            self.pool.terminate()
-        self.pool.join()
+            self.pool.join()
 
     def ahead(self, session: _Session, batches: Iterable[list]) -> Iterator[_Batch]:
         """``batches`` with their known lines looked up and the others being prepared, ``_AHEAD``

@@ -11,13 +11,13 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ror.access.audit import audit_header, count_resources, parse_audit_header, scrub_query
+from ror.access.audit import AUDIT_COLUMNS, audit_header, count_resources, parse_audit_header, scrub_query
 from ror.access.principal import LOCAL
 from ror.access.ratelimit import RateLimiter
 from ror.access.schema import access_audit
@@ -238,10 +238,11 @@ def test_audit_records_no_credentials(secured):
 def test_shutdown_flushes_the_audit(tmp_path):
     trust = make_trust(tmp_path)
     app = secure(INNER, trust)
-    trust.audit.record(dict(at="2026-11-25T10:00:00.000Z", app_id=None, profile=None, client_ip=None,
-                            cert_thumbprint=None, method="GET", path="/fhir/Task", query=None, operation="search-type",
-                            resource_type="Task", user_profile_code=None, role_code=None, status=200, outcome="ok",
-                            returned=None, duration_ms=1.0))
+    row = dict(at="2026-11-25T10:00:00.000Z", app_id="app-1", profile=2, client_ip="10.0.0.1", cert_thumbprint=None,
+               method="GET", path="/fhir/Task", query="_count=2", operation="search-type", resource_type="Task",
+               user_profile_code="10", role_code="20", status=200, outcome="ok", returned='{"Task":2}',
+               duration_ms=1.5)
+    trust.audit.record(tuple(row[c] for c in AUDIT_COLUMNS))
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
     sent = []
 
@@ -254,7 +255,12 @@ def test_shutdown_flushes_the_audit(tmp_path):
     asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     with trust.registry.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(access_audit)).scalar() == 1
+        stored = conn.execute(select(access_audit)).mappings().all()
+    assert [{k: v for k, v in r.items() if k != "id"} for r in stored] == [row]
+
+
+def test_audit_columns_are_the_table_columns_but_its_key():
+    assert list(AUDIT_COLUMNS) == [c.name for c in access_audit.columns if c.name != "id"]
 
 
 @pytest.mark.parametrize(("method", "path", "expected"), [

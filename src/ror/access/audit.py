@@ -1,9 +1,11 @@
 """The audit trail: one row per request to the FHIR API, the token endpoint and the admin API.
 
-Rows are queued by the request and written in batches by a background thread (every
-``FLUSH_INTERVAL_S``), so that auditing never adds a database write, nor a lock wait, to a request;
-a clean shutdown flushes what is queued. Nothing secret is recorded: no header values except the
-``Ror-*`` codes, and query parameters that could carry credentials are blanked.
+Rows are queued by the request, as tuples in ``AUDIT_COLUMNS`` order, and written in batches by a
+background thread (every ``FLUSH_INTERVAL_S``, one DBAPI ``executemany``: through SQLAlchemy's insert
+the flush cost about a quarter of the CPU of the reads it audited, profiled), so that auditing never adds a
+database write, nor a lock wait, to a request; a clean shutdown flushes what is queued. Nothing secret
+is recorded: no header values except the ``Ror-*`` codes, and query parameters that could carry
+credentials are blanked.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from ror.access.db import plain, reading, writing
 from ror.access.schema import access_audit
 from ror.errors import InvalidRequest
+from ror.store.engine import dbapi_many
 
 log = logging.getLogger("ror.audit")
 
@@ -27,6 +30,10 @@ _QUEUE_MAX = 100_000  # rows kept while the database cannot be written; beyond, 
 _SECRET_PARAMS = frozenset({"access_token", "client_secret", "client_assertion", "password", "token"})
 _QUERY_MAX = 4000
 AUDIT_HEADER = "x-ror-audit"
+# The columns of ``access_audit`` a request fills (all but ``id``), in the order of a queued row.
+AUDIT_COLUMNS = ("at", "app_id", "profile", "client_ip", "cert_thumbprint", "method", "path", "query", "operation",
+                 "resource_type", "user_profile_code", "role_code", "status", "outcome", "returned", "duration_ms")
+_INSERT = f"INSERT INTO access_audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join(['{p}'] * len(AUDIT_COLUMNS))})"
 
 
 def audit_header(counts: Mapping[str, int]) -> str:
@@ -77,14 +84,14 @@ def scrub_query(query: str) -> str | None:
 class AuditLog:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._queue: list[dict] = []
+        self._queue: list[tuple] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
 
-    def record(self, row: dict) -> None:
-        """Queue one row (the columns of ``access_audit`` but ``id``); the writer thread starts on first use."""
+    def record(self, row: tuple) -> None:
+        """Queue one row (values in ``AUDIT_COLUMNS`` order); the writer thread starts on first use."""
         with self._lock:
             self._queue.append(row)
             if len(self._queue) > _QUEUE_MAX:
@@ -112,7 +119,7 @@ class AuditLog:
             return
         try:
             with writing(self.engine) as conn:
-                conn.execute(insert(access_audit), rows)
+                dbapi_many(conn, _INSERT, rows)
         except Exception:
             with self._lock:
                 self._queue[:0] = rows

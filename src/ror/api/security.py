@@ -89,14 +89,12 @@ class _Call:
         self.returned: dict[str, int] | None = None
         self.body: bytearray | None = None  # the response, kept to count resources or read the error
 
-    def row(self) -> dict:
-        return {"at": self.at, "app_id": self.app_id, "profile": self.profile, "client_ip": self.client_ip,
-                "cert_thumbprint": self.thumbprint, "method": self.method[:10], "path": self.path[:500],
-                "query": scrub_query(self.query), "operation": self.operation, "resource_type": self.rtype,
-                "user_profile_code": self.user_profile_code, "role_code": self.role_code, "status": self.status,
-                "outcome": self.outcome,
-                "returned": orjson.dumps(self.returned).decode() if self.returned is not None else None,
-                "duration_ms": round((time.perf_counter() - self.t0) * 1000, 3)}
+    def row(self) -> tuple:
+        """The audit row (``AUDIT_COLUMNS`` order)."""
+        return (self.at, self.app_id, self.profile, self.client_ip, self.thumbprint, self.method[:10], self.path[:500],
+                scrub_query(self.query), self.operation, self.rtype, self.user_profile_code, self.role_code,
+                self.status, self.outcome, orjson.dumps(self.returned).decode() if self.returned is not None else None,
+                round((time.perf_counter() - self.t0) * 1000, 3))
 
 
 def _classify(method: str, path: str) -> tuple[str, str | None]:

@@ -244,13 +244,14 @@ def free_port() -> int:
 
 
 class Server:
-    """A server process pinned to the server core, ready once it answers HTTP on `port`."""
+    """A server process pinned to ``cores`` (the server core), ready once it answers HTTP on `port`."""
 
-    def __init__(self, command: list[str], port: int, env: dict, cwd: Path | None = None, start_timeout: float = 30):
+    def __init__(self, command: list[str], port: int, env: dict, cwd: Path | None = None, start_timeout: float = 30,
+                 cores: str = SERVER_CORE):
         self.base = f"http://127.0.0.1:{port}"
         t0 = time.perf_counter()
         # the peer writes its ready line on stdout: keep the harness's stdout for the report (--quick)
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], env=env, cwd=cwd, stdout=sys.stderr)
+        self.proc = subprocess.Popen(["taskset", "-c", cores, *command], env=env, cwd=cwd, stdout=sys.stderr)
         while time.perf_counter() - t0 < start_timeout:
             try:
                 httpx.get(f"{self.base}/fhir/metadata", timeout=2)
@@ -269,9 +270,17 @@ class Server:
         return {"VmHWM_mb": get("VmHWM"), "VmRSS_mb": get("VmRSS")}
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds used so far by the server process."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds used so far by the server process and its worker processes."""
+        total, pids = 0, [self.proc.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+            except FileNotFoundError:  # a worker that just exited
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -283,11 +292,13 @@ class Server:
                 self.proc.wait(5)
 
 
-def api_server(url: str) -> Server:
+def api_server(url: str, workers: int = 1) -> Server:
+    """The API on uvicorn: one worker pinned to the server core, or ``workers`` sharing both cores with wrk."""
     port = free_port()
     return Server([sys.executable, "-m", "uvicorn", "ror.bootstrap:app_factory", "--factory", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
-                  port, {**ENV, "ROR_DATABASE_URL": url})
+                   "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+                  port, {**ENV, "ROR_DATABASE_URL": url},
+                  cores=SERVER_CORE if workers == 1 else f"{SERVER_CORE},{CLIENT_CORE}")
 
 
 def warm(base: str, paths: list[str]) -> dict:
@@ -329,14 +340,17 @@ def wrk(server: Server, paths: list[str], connections: int, seconds: float, tmp:
     return out
 
 
-def timed(server: Server, paths: list[str], args, tmp: Path, label: str) -> dict:
-    """One scenario: a warm-up pass, then ``--repeat`` wrk runs over 1 and over 8 connections (medians)."""
+def timed(server: Server, paths: list[str], args, tmp: Path, label: str, connections=(1, 8), workers: int = 1) -> dict:
+    """One scenario: a warm-up pass, then ``--repeat`` wrk runs over each number of connections (medians).
+    With several workers, a first wrk run (not counted) also warms those the warm-up pass did not reach."""
     s = {"warm": warm(server.base, paths)}
-    for conns in (1, 8):
+    if workers > 1:
+        wrk(server, paths, max(connections), args.seconds, tmp)
+    for conns in connections:
         runs = [wrk(server, paths, conns, args.seconds, tmp) for _ in range(args.repeat)]
         s[f"c{conns}"] = median_runs(runs) | {"loadavg": loadavg()}
-    log(f"{label}: p50 {s['c1']['p50_us'] / 1000:.2f} ms, {s['c1']['rps']:.0f} req/s (1 conn), "
-        f"{s['c8']['rps']:.0f} req/s (8 conn)")
+    log(f"{label}: " + ", ".join(f"p50 {ms(s[f'c{c}']['p50_us'])} ms, {fmt(s[f'c{c}']['rps'])} req/s ({c} conn)"
+                                 for c in connections))
     return s
 
 
@@ -625,6 +639,10 @@ def bench(kind: str, files: list[Path], args, tmp: Path, with_peer: bool) -> dic
         if with_peer:  # while our server still runs (idle), to compare the peer's answers with ours
             log("[peer] loading the same files into @medplum/fhir-router's MemoryRepository")
             res["peer"] = run_peer(files, paths, peer_probes(db), server.base, args, tmp)
+        server.stop()
+        server = api_server(db.url, workers=2)
+        res["scenarios_2w"] = {name: timed(server, ps, args, tmp, f"[{kind}] 2 workers, {name}", (8,), 2)
+                               for name, ps in paths.items() if ps}
     finally:
         if server:
             server.stop()
@@ -672,7 +690,7 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
            f"- placement: API server (uvicorn, 1 worker, uvloop + httptools) pinned to core 0 (`taskset -c 0`); "
            f"`wrk` (1 thread) and the harness on core 1; the loader on both cores (it parses and indexes in a "
            f"worker process while it writes). PostgreSQL's own backend processes are not pinned (they share both "
-           f"cores with the rest).\n"
+           f"cores with the rest). The 2-worker table: uvicorn `--workers 2` on both cores, wrk on core 1 too.\n"
            f"- each wrk figure: median of {args.repeat} runs of {args.seconds} s; every request path list cycles "
            f"over many distinct URLs (benchmarks/paths.lua) so that no single cached row is measured.\n\n"
            f"## Dataset\n\n"
@@ -764,6 +782,18 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
                        lambda r, name=name: "**{:.1f}×**".format(
                            r["scenarios"][name]["c1"]["p50_us"] / max(r["floor"][name]["p50_us"], 0.1))))
 
+    if all("scenarios_2w" in r for r in results):
+        out.append("\n## 2 API workers (uvicorn `--workers 2` on both cores, sharing them with wrk), 8 connections"
+                   "\n\n" + head)
+        for name in TITLES:
+            if not all(name in by[d]["scenarios_2w"] and name in by[d]["scenarios"] for d in dbs):
+                continue
+            out.append(row(f"{name}: req/s, 1 → 2 workers (ratio); p95 ms with 2",
+                           lambda r, name=name: "{} → **{}** (×{:.2f}); {}".format(
+                               fmt(r["scenarios"][name]["c8"]["rps"]), fmt(r["scenarios_2w"][name]["c8"]["rps"]),
+                               r["scenarios_2w"][name]["c8"]["rps"] / max(r["scenarios"][name]["c8"]["rps"], 1),
+                               ms(r["scenarios_2w"][name]["c8"]["p95_us"]))))
+
     out.append("\n## API server memory\n\n" + head)
     out.append(row("peak RSS of the server process, VmHWM (MB)", lambda r: fmt(r["server_memory"]["VmHWM_mb"])))
     out.append(row("RSS at the end (MB)", lambda r: fmt(r["server_memory"]["VmRSS_mb"])))
@@ -775,10 +805,10 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
         out.append("- the side-by-side peer (`@medplum/fhir-router` in-memory repository under Node, benchmarks/peer): "
                    + (f"skipped, {peer['skipped']}" if peer else "not run (`--no-peer` or `--quick`)")
                    + "; issue 7 quotes ≈8,000 / ≈20,000 req/s for its reads, used above as the target;\n")
-    out.append("- 2 API workers for the searches (only 1 here; `benchmarks/capacity.py` measures PATCHes with "
-               "1 and 2), the national scale itself (2.5M resources), the FINESS/RPPS/CSD input paths of the "
-               "generator (only the FHIR NDJSON extracts are loaded here; `benchmarks/feeds.py` measures the "
-               "FINESS import).\n")
+    if total < 2_000_000:
+        out.append(f"- the national scale itself (≈2.7M resources: `--resources 2700000`; this run has {total:,});\n")
+    out.append("- the FINESS/RPPS/CSD input paths of the generator (only the FHIR NDJSON extracts are loaded here; "
+               "`benchmarks/feeds.py` measures the FINESS import).\n")
     return "".join(out)
 
 

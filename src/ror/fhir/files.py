@@ -30,12 +30,18 @@ def _check(res: object, where: str) -> dict | Rejected:
     return res
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
-    """An NDJSON line not parsed yet: a reload first looks its digest up (``ror.store.bulk``)."""
+    """An NDJSON line not parsed yet: a reload first looks its digest up (``ror.store.bulk``). Where it
+    is, as text, only when a rejection needs it: a no-op reload makes a ``Line`` for each of millions."""
 
-    where: str
+    file: str
+    number: int
     raw: bytes
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.number}"
 
     def parse(self) -> dict | Rejected:
         try:
@@ -88,8 +94,9 @@ def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
 
 
 def _ndjson(path: Path) -> Iterator[Line]:
+    name = str(path)
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if line:
-                yield Line(f"{path}:{n}", line)
+                yield Line(name, n, line)

@@ -11,9 +11,9 @@ from is kept with the content hash it gave (``load_fingerprint``). A reload skip
 parsing it while the resource still has that content — parsing was most of a no-op reload's cost (orjson
 builds every object of the resource: ~50 µs for an offer) — and parses it again once the resource changed
 by any other way (API, feed, another file). A batch's digests are looked up when it is read, before its
-write transaction.
+write transaction, which a batch of known lines only does not open.
 
-The lines to write are parsed, hashed and indexed (the pure part of a write) by worker processes when
+The lines to write are parsed, hashed, indexed and serialised (the pure part of a write) by worker processes when
 the load has more than one batch and this process may use more than one CPU, ``_AHEAD`` batches ahead of
 the one this process writes. The garbage collector is paused meanwhile: a batch holds about a million
 objects, which every full collection traversed again (a fifth of a load's time, profiled). Figures:
@@ -32,16 +32,13 @@ from dataclasses import dataclass
 from itertools import chain, islice
 from multiprocessing import get_context
 
-import orjson
 from sqlalchemy import Connection, Engine, inspect
 
 from ror.errors import InputFileError
 from ror.fhir.files import Line, Rejected
-from ror.fhirdates import STAMP_MIN
 from ror.store import repository
 from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, write_transaction
-from ror.store.indexer import index_rows
-from ror.store.schema import INDEX_TABLES
+from ror.store.schema import INDEX_TABLES, load_fingerprint
 
 _AHEAD = 2  # batches read and handed to the workers before the one being written
 _JOB = 250  # lines per worker job: a batch is shared between the workers
@@ -56,10 +53,15 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
     totals: Counter = Counter()
     many, batches = _batches(items, batch_size)
     first_load = many and _is_empty(engine)
-    with _gc_paused(), _Preparer(many, first_load) as preparer, _session(engine, first_load) as session:
+    # Workers forked with the collector paused, which they inherit; and before a first load's transaction.
+    with (_gc_paused(), _Preparer(many, first_load, keep_last_updated) as preparer,
+          _session(engine, first_load) as session):
         for batch in preparer.ahead(session, batches):
-            with session.writing() as conn:
-                done = _write(conn, batch, keep_last_updated, on_rejected)
+            if batch.unchanged:  # nothing to write: no write transaction (nor, on SQLite, the write lock)
+                done = Counter(unchanged=len(batch.items))
+            else:
+                with session.writing() as conn:
+                    done = _write(conn, batch, keep_last_updated, on_rejected)
             totals.update(done)
             if on_batch:
                 on_batch(done)
@@ -159,6 +161,11 @@ class _Batch:
     known: set[bytes]  # digests of lines whose resource still has the content they gave
     prepared: Callable[[], list[repository.Prepared | Rejected]]  # the other lines', in order
 
+    @property
+    def unchanged(self) -> bool:
+        """Only known lines (the whole batch of a no-op reload)."""
+        return len(self.digests) == len(self.items) and all(d in self.known for d in self.digests.values())
+
 
 class _Preparer:
     """Prepares the lines a batch must write: in this process when it writes them, or, for a load of
@@ -166,7 +173,8 @@ class _Preparer:
     once, with everything imported) when a batch first has lines to prepare, or, for a first load, before
     its transaction and writer lock exist, which they would otherwise inherit."""
 
-    def __init__(self, many: bool, eager: bool):
+    def __init__(self, many: bool, eager: bool, keep_last_updated: bool):
+        self.keep_last_updated = keep_last_updated
         # One worker per CPU but the one this process writes on: writing is the longer part (measured).
         self.workers = len(os.sched_getaffinity(0)) - 1 if many else 0
         self.pool = None
@@ -208,9 +216,9 @@ class _Preparer:
         pool = self._workers() if todo else None
         if pool is None:
             return _Batch(items, digests, known, lambda: [_prepare(line) for line in todo])
-        jobs = [pool.apply_async(_prepare_in_worker, (todo[i:i + _JOB],)) for i in range(0, len(todo), _JOB)]
-        return _Batch(items, digests, known, lambda: [
-            _rebuild(line, got) for line, got in zip(todo, chain.from_iterable(j.get() for j in jobs), strict=True)])
+        jobs = [pool.apply_async(_prepare_in_worker, (todo[i:i + _JOB], self.keep_last_updated))
+                for i in range(0, len(todo), _JOB)]
+        return _Batch(items, digests, known, lambda: list(chain.from_iterable(j.get() for j in jobs)))
 
 
 def _prepare(line: Line) -> repository.Prepared | Rejected:
@@ -218,26 +226,15 @@ def _prepare(line: Line) -> repository.Prepared | Rejected:
     return res if isinstance(res, Rejected) else repository.prepare(res)
 
 
-def _prepare_in_worker(lines: list[Line]) -> list[tuple | Rejected]:
-    """What the writer needs of each line but the resource itself, which it parses again (faster than
-    unpickling it): content hash, region, and the index rows of the resource as written — its meta set as
-    ``write_batch`` sets it, for a placeholder stamp that ``restamp`` replaces by the write's."""
-    out: list[tuple | Rejected] = []
+def _prepare_in_worker(lines: list[Line], keep_last_updated: bool) -> list[repository.Prepared | Rejected]:
+    """The lines prepared so that the writer needs neither the resources nor their serialisation
+    (``repository.prepare_ahead``): the resources are not sent back, unpickling them would cost the writer
+    more than parsing the lines."""
+    out: list[repository.Prepared | Rejected] = []
     for line in lines:
-        p = _prepare(line)
-        if isinstance(p, Rejected):
-            out.append(p)
-            continue
-        repository._finalise(p, 1, STAMP_MIN)  # the write's own way of setting meta, not a copy of it
-        out.append((p.content_hash, p.region, index_rows(p.resource)))
+        res = line.parse()
+        out.append(res if isinstance(res, Rejected) else repository.prepare_ahead(res, keep_last_updated))
     return out
-
-
-def _rebuild(line: Line, got: tuple | Rejected) -> repository.Prepared | Rejected:
-    if isinstance(got, Rejected):
-        return got
-    res = orjson.loads(line.raw)
-    return repository.Prepared(res["resourceType"], res["id"], res, *got)
 
 
 # -- writing a batch ------------------------------------------------------------------------------------
@@ -268,8 +265,12 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
     done.update(w.outcome for w in written)
     if fingerprinted:
         hashes = {(p.rtype, p.rid): p.content_hash for p in prepared}
-        current = repository.fetch_current(conn, fingerprinted)
-        dbapi_many(conn, _REMEMBER, [(current[k].pk, digest, hashes[k]) for k, digest in fingerprinted.items()])
+        pks = {(w.rtype, w.rid): w.pk for w in written}
+        # A resource this write created has no fingerprint yet: plain inserts (COPY on PostgreSQL).
+        created = {(w.rtype, w.rid) for w in written if w.outcome == "created"}
+        rows = {k: (pks[k], digest, hashes[k]) for k, digest in fingerprinted.items()}
+        repository.insert_rows(conn, load_fingerprint, [row for k, row in rows.items() if k in created])
+        dbapi_many(conn, _REMEMBER, [row for k, row in rows.items() if k not in created])
     return done
 
 

@@ -192,14 +192,17 @@ def _rows_for(ptype: str, key: str, value, hint, tz: str) -> tuple[str, list[tup
     return None
 
 
-def restamp(rows: dict[str, list[tuple]], resource: dict) -> dict[str, list[tuple]] | None:
-    """``rows``, indexed before the write decided ``meta.lastUpdated``, with the ``_lastUpdated`` row
-    of ``resource``'s stamp (the only row the server-managed meta changes); None if there is none."""
-    key = f"{resource['resourceType']}._lastUpdated"
-    if not any(r[0] == key for r in rows["date"]):
+def restamp(rows: dict[str, list[tuple]], rtype: str, stamp: str) -> dict[str, list[tuple]] | None:
+    """``rows``, indexed before the write decided ``meta.lastUpdated``, with the ``_lastUpdated`` row of
+    the write's ``stamp`` (the only row the server-managed meta changes); None if there is none. A stamp is
+    an instant to the millisecond: its range is the stamp itself, to the stamp itself."""
+    key = f"{rtype}._lastUpdated"
+    dates = rows["date"]
+    if not any(r[0] == key for r in dates):
         return None
-    (lo, hi), = _dates(resource["meta"]["lastUpdated"], "UTC")
-    return {**rows, "date": [(k, lo, hi, *rest) if k == key else (k, a, b, *rest) for k, a, b, *rest in rows["date"]]}
+    if all(r[1] == r[2] == stamp for r in dates if r[0] == key):
+        return rows
+    return {**rows, "date": [(k, stamp, stamp, *rest) if k == key else (k, a, b, *rest) for k, a, b, *rest in dates]}
 
 
 # -- rows of extracted values, for each parameter type: (param, *values, grp, vis) ---------------------

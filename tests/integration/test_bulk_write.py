@@ -1,0 +1,105 @@
+"""The write side of bulk loads on both databases: rows go in with plain inserts (``COPY`` on PostgreSQL) under
+keys chosen before the insert, and a failure in the middle of a write leaves the store as it was."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlalchemy import func, select, text
+
+from ror.fhir.files import read_items
+from ror.store import bulk, repository
+from ror.store.engine import write_transaction
+from ror.store.schema import LIVE_TX, idx_geo, idx_string, load_fingerprint, resource
+from tests.conftest import FIXTURES
+from tests.integration.test_bulk_load import count, indexes
+
+
+def _resources() -> list[dict]:
+    return [e["resource"] for e in orjson.loads((FIXTURES / "small" / "bundle.json").read_bytes())["entry"]]
+
+
+@pytest.fixture
+def ndjson(tmp_path):
+    path = tmp_path / "extract.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in _resources()) + b"\n")
+    return path
+
+
+def test_inserted_rows_read_back_exactly(service):
+    """Text with COPY's separators and escapes, nulls, floats to the last bit, bytes."""
+    strings = [(1, "p", "tab\there", "new\nline \\N \\. é ∑ \r end", 0, 1, 5, LIVE_TX),
+               (2, "p", "\\", "", 3, 63, 5, LIVE_TX)]
+    geo = [(1, "Location.near", 0.1 + 0.2, -179.99999999999997, 0, 1, 5, LIVE_TX),
+           (2, "Location.near", 1e-300, 48.8566, 0, 1, 5, LIVE_TX)]
+    prints = [(1, bytes(range(16)), b"\x00\\\t\n" * 4), (2, b"\xff" * 16, b"\x00" * 16)]
+    with write_transaction(service.engine) as conn:
+        for table, rows in ((idx_string, strings), (idx_geo, geo), (load_fingerprint, prints)):
+            repository.insert_rows(conn, table, rows)
+    with service.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(select(idx_string).order_by(idx_string.c.pk))] == strings
+        assert [tuple(r) for r in conn.execute(select(idx_geo).order_by(idx_geo.c.pk))] == geo
+        assert [tuple(map(bytes, r[1:])) for r in conn.execute(
+            select(load_fingerprint).order_by(load_fingerprint.c.pk))] == [r[1:] for r in prints]
+
+
+def test_new_keys_follow_the_stored_ones_and_the_database_keeps_counting(service, ndjson):
+    res = _resources()
+    service.create(res[0]["resourceType"], orjson.dumps({k: v for k, v in res[0].items() if k != "id"}),
+                   "http://x/fhir")
+    with write_transaction(service.engine) as conn:
+        written = repository.write_batch(conn, [repository.prepare(r) for r in res[:10]])
+    assert [w.outcome for w in written] == ["created"] * 10
+    with service.engine.connect() as conn:
+        stored = {rid: pk for rid, pk in conn.execute(select(resource.c.rid, resource.c.pk))}
+    assert [w.pk for w in written] == [stored[r["id"]] for r in res[:10]]
+    assert len(set(stored.values())) == 11 and min(w.pk for w in written) > min(stored.values())
+    # Keys the database chooses itself (an insert through SQLAlchemy, as the API's create) do not collide.
+    service.create(res[1]["resourceType"], orjson.dumps({k: v for k, v in res[1].items() if k != "id"}),
+                   "http://x/fhir")
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"created": 41, "unchanged": 10}
+    assert count(service.engine, resource) == 53
+    assert count(service.engine, load_fingerprint) == 51
+
+
+@pytest.fixture
+def failing_insert(monkeypatch):
+    """The database write fails on the n-th call of ``insert_rows``, its rows inserted."""
+    calls = []
+    insert = repository.insert_rows
+
+    def arm(n: int):
+        def failing(conn, table, rows):
+            insert(conn, table, rows)
+            calls.append(table.name)
+            if len(calls) == n:
+                raise RuntimeError("disk full")
+        monkeypatch.setattr(repository, "insert_rows", failing)
+    return arm
+
+
+def test_a_write_failing_mid_first_load_leaves_the_store_empty_and_indexed(service, ndjson, failing_insert):
+    schema = indexes(service.engine)
+    failing_insert(25)  # in the fourth batch of seven
+    with pytest.raises(RuntimeError, match="disk full"):
+        bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
+    assert count(service.engine, resource) == count(service.engine, load_fingerprint) == 0
+    with service.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM idx_token")).scalar_one() == 0
+    assert indexes(service.engine) == schema
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"created": 51}
+
+
+def test_a_write_failing_mid_reload_keeps_the_batches_before(service, ndjson, failing_insert):
+    res = _resources()
+    with write_transaction(service.engine) as conn:
+        repository.write_batch(conn, [repository.prepare(res[0])])
+    failing_insert(25)
+    with pytest.raises(RuntimeError, match="disk full"):
+        bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
+    with service.engine.connect() as conn:
+        kept = conn.execute(select(func.count()).select_from(resource)).scalar_one()
+        tokens = conn.execute(text("SELECT count(DISTINCT pk) FROM idx_token")).scalar_one()
+    assert 0 < kept < 51 and kept % 7 == 0  # whole batches only (the first holds the resource stored before)
+    assert tokens == kept and count(service.engine, load_fingerprint) == kept
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"created": 51 - kept, "unchanged": kept}

@@ -12,6 +12,8 @@ Then bed-management systems' batches: ``--batch-clients`` systems (default 2) ea
 Bundles of 200 such PATCHes on its own places, one after the other (``batch_patches_per_s``, all
 together). Last, sequentially, 50 PATCHes are each followed at once by
 ``Location?identifier=…&nb-capacity=<new>``: the change must be visible at the very next request.
+The server's CPU time (user + system of its processes, from /proc) is reported per PATCH for both phases,
+with the load average: the machine has 2 cores and is shared, so a rate alone says little.
 """
 
 from __future__ import annotations
@@ -53,6 +55,27 @@ def dataset(n: int) -> list[dict]:
         p["identifier"] = [{**p["identifier"][0], "value": f"1440990034/BENCH-{i}"}]
         out.append(p)
     return out
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server process ``pid`` and its worker processes."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            stats[int(d.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += int(stats[p][11]) + int(stats[p][12])  # utime, stime (fields 14 and 15 of stat)
+        todo += children.get(p, [])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(base: str, places: int, seconds: float, concurrency: int, tmp: Path) -> dict:
@@ -101,7 +124,7 @@ def batches(base: str, places: int, seconds: float, size: int, clients: int) -> 
     with ThreadPoolExecutor(clients) as pool:
         done = list(pool.map(system, range(clients)))
     wall = time.perf_counter() - t0
-    return {"batch_size": size, "batch_clients": clients,
+    return {"batch_size": size, "batch_clients": clients, "batch_patches": sum(n for n, _ in done),
             "batch_patches_per_s": round(sum(n for n, _ in done) / wall),
             "batch_median_s": round(statistics.median(t for _, times in done for t in times), 2)}
 
@@ -152,8 +175,15 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             # Warm-up: each worker's first writes load the profiles and NOS tables (~1 s).
             throughput(base, args.places, 3, args.concurrency, Path(tmp))
+            load = os.getloadavg()[0]
+            cpu = [server_cpu_s(server.pid)]
             result = throughput(base, args.places, args.seconds, args.concurrency, Path(tmp))
+            cpu.append(server_cpu_s(server.pid))
             result |= batches(base, args.places, args.seconds, 200, args.batch_clients)
+            cpu.append(server_cpu_s(server.pid))
+            result["server_cpu_ms_per_patch"] = round((cpu[1] - cpu[0]) * 1000 / max(result["patches"], 1), 2)
+            result["batch_server_cpu_ms_per_patch"] = round((cpu[2] - cpu[1]) * 1000 / result.pop("batch_patches"), 2)
+            result["load_average"] = f"{load:.1f}-{os.getloadavg()[0]:.1f}"
             result |= visibility(base, args.places)
         finally:
             server.terminate()

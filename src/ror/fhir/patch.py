@@ -843,7 +843,7 @@ def _prune(value: Any) -> None:
         if type(item) not in _CONTAINERS:
             continue
         _prune(item)
-        if type(item) is list and any(v == {} or v == [] for v in item):
+        if type(item) is list and ({} in item or [] in item):  # compared in C: most lists hold no empty
             if key.startswith("_"):
                 item[:] = [None if v == {} or v == [] else v for v in item]
             else:

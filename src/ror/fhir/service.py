@@ -8,6 +8,7 @@ entries in one, so they are atomic.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import random
 import re
@@ -47,7 +48,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import current_tx, dbapi_rows, is_sqlite, write_transaction
+from ror.store.engine import Together, current_tx, dbapi_rows, grouped_write, is_sqlite
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 
@@ -151,13 +152,27 @@ class _Patched:
 
 @dataclass
 class _AheadEntry:
-    """A transaction's PATCH entry computed ahead of the write lock."""
+    """A PATCH computed ahead of the write lock: a transaction's entry, or a single PATCH (``_PatchWrite``)."""
 
-    index: int
+    index: int  # in the Bundle
     rtype: str
     pairs: list[tuple[str, str]] | None  # the conditional criteria, to match again under the lock
     expected: int | None  # If-Match
     patched: _Patched
+    caller: Caller
+    base: str
+
+
+@dataclass
+class _PatchWrite:
+    """A single PATCH queued for the writer (``grouped_write``): ``alone`` applies it by itself; computed
+    ``ahead``, it can be written in one batch with the other PATCHes of its group (``_patches_together``)."""
+
+    alone: Callable[[Connection], Response]
+    ahead: _AheadEntry | None
+
+    def __call__(self, conn: Connection) -> Response:
+        return self.alone(conn)
 
 
 class FhirService:
@@ -166,6 +181,7 @@ class FhirService:
         self.settings = settings
         # Every write is validated against the ROR profiles (issue 3); shared with $validate.
         self.validator = validator or Validator(local_timezone=settings.local_timezone)
+        self._match_token = functools.lru_cache(maxsize=_MATCH_TOKENS)(self._token_of)
 
     def _validate(self, conn: Connection, res: dict, deferred: list | None) -> None:
         """422 with every issue if ``res`` breaks a profile rule. In a transaction the check waits for
@@ -177,16 +193,13 @@ class FhirService:
         else:
             raise_if_errors(self.validator.validate(res, conn))
 
-    def _writing(self):
-        return write_transaction(self.engine)
-
-    def _write(self, work: Callable[[Connection], Response]) -> Response:
-        """``work`` in a write transaction, run again when PostgreSQL chose it as the victim of a deadlock or
-        of a serialisation failure (two transactions locking the same resources in different orders)."""
+    def _write(self, work: Callable[[Connection], Response], together: Together | None = None) -> Response:
+        """``work`` in a write transaction, shared with the writes queued at the same time (``grouped_write``);
+        run again when PostgreSQL chose it as the victim of a deadlock or of a serialisation failure (two
+        transactions locking the same resources in different orders)."""
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                with self._writing() as conn:
-                    return work(conn)
+                return grouped_write(self.engine, work, together)
             except Exception as e:
                 code = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
                 if code not in ("40P01", "40001") or attempt == _WRITE_ATTEMPTS - 1:
@@ -294,9 +307,10 @@ class FhirService:
         check_type(rtype)
         check_id(rid)
         patcher = self._patcher(raw, content_type, rtype)
+        expected = parse_if_match(if_match)
         ahead = self._ahead(rtype, lambda conn: rid, patcher, caller)
-        return self._write(lambda conn: self._patch(conn, rtype, rid, patcher, base, parse_if_match(if_match),
-                                                    caller, ahead=ahead))
+        return self._write_patch(lambda conn: self._patch(conn, rtype, rid, patcher, base, expected, caller,
+                                                          ahead=ahead), rtype, None, expected, ahead, caller, base)
 
     def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
                           base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
@@ -304,9 +318,35 @@ class FhirService:
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
         patcher = self._patcher(raw, content_type, rtype)
+        expected = parse_if_match(if_match)
         ahead = self._ahead(rtype, lambda conn: self._single_match(conn, rtype, pairs), patcher, caller)
-        return self._write(lambda conn: self._patch(conn, rtype, self._single_match(conn, rtype, pairs), patcher,
-                                                    base, parse_if_match(if_match), caller, ahead=ahead))
+        return self._write_patch(lambda conn: self._patch(conn, rtype, self._single_match(conn, rtype, pairs),
+                                                          patcher, base, expected, caller, ahead=ahead),
+                                 rtype, pairs, expected, ahead, caller, base)
+
+    def _write_patch(self, alone: Callable[[Connection], Response], rtype: str, pairs: list[tuple[str, str]] | None,
+                     expected: int | None, ahead: _Patched | None, caller: Caller, base: str) -> Response:
+        """A single PATCH written: with the others of its group in one batch if computed ahead, else alone."""
+        if ahead is None:
+            return self._write(alone)
+        entry = _AheadEntry(0, rtype, pairs, expected, ahead, caller, base)
+        return self._write(_PatchWrite(alone, entry), self._patches_together)
+
+    def _patches_together(self, conn: Connection, writes: list[_PatchWrite]) -> list[Response | None]:
+        """The PATCHes of a write group computed ahead, written in one batch (as a Bundle's are): those whose
+        target is still the one matched, at the version patched, with If-Match holding, one per resource. None
+        for the others, which the group applies alone afterwards (redone on the version they then find)."""
+        ahead = [w.ahead for w in writes]
+        current, fresh = self._still_current(conn, ahead)
+        batch: dict[tuple[str, str], int] = {}
+        for i, (a, ok) in enumerate(zip(ahead, fresh, strict=True)):
+            if ok and (a.expected is None or a.expected == a.patched.version):
+                batch.setdefault((a.rtype, a.patched.rid), i)
+        out: list[Response | None] = [None] * len(writes)
+        for i, response in zip(batch.values(), self._write_prepared(conn, [ahead[i] for i in batch.values()],
+                                                                      current), strict=True):
+            out[i] = response
+        return out
 
     def _ahead(self, rtype: str, target: Callable[[Connection], str], patcher, caller: Caller) -> _Patched | None:
         """The patch computed on the current version before taking the write lock, so that the worker
@@ -322,9 +362,11 @@ class FhirService:
     def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
         """The one resource a conditional write targets, looked up with full visibility: what the
         caller may write is decided by its write rights, not by its read profile."""
-        plan = self.plan(rtype, [*pairs, ("_count", "2"), ("_total", "none")], lenient=False)
-        rids = _by_token(conn, plan)
-        if rids is None:
+        token = self._match_token(rtype, tuple(pairs))
+        if token is not None:
+            rids = [rid for (rid,) in dbapi_rows(conn, _BY_TOKEN, (*token, rtype))]
+        else:
+            plan = self._match_plan(rtype, pairs)
             rids = [m.rid for m in run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs)).matches]
         if not rids:
             raise NotFound(f"No {rtype} matches {'&'.join(f'{k}={v}' for k, v in pairs)}", expression=rtype)
@@ -332,6 +374,15 @@ class FhirService:
             raise MultipleMatches(f"Several {rtype} resources match {'&'.join(f'{k}={v}' for k, v in pairs)}; "
                                   "a conditional patch needs exactly one", expression=rtype)
         return rids[0]
+
+    def _match_plan(self, rtype: str, pairs: list[tuple[str, str]]) -> SearchPlan:
+        return self.plan(rtype, [*pairs, ("_count", "2"), ("_total", "none")], lenient=False)
+
+    def _token_of(self, rtype: str, pairs: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
+        """The (parameter, code) of the indexed lookup that answers a conditional write's criteria
+        (``_token_match``), None when the search engine must. Memoised per criteria (``_match_token``):
+        building the plan was ~0.4 ms of each capacity PATCH, twice (ahead and under the lock)."""
+        return _token_match(self._match_plan(rtype, list(pairs)))
 
     def _patcher(self, raw: bytes, content_type: str, rtype: str) -> Callable[[dict], dict]:
         mime = (content_type or "").split(";")[0].strip().lower()
@@ -425,11 +476,11 @@ class FhirService:
         ids = _assign_ids(entries)
         entries = [_rewrite_refs(e, ids) for e in entries]
         order = sorted(range(len(entries)), key=lambda i: _METHOD_ORDER.get(_method(entries[i], i), 9))
-        ahead = self._patches_ahead(entries, caller)
+        ahead = self._patches_ahead(entries, caller, base)
 
         def play(conn: Connection) -> Response:
             if ahead is not None:
-                done = self._write_ahead(conn, ahead, base, caller)
+                done = self._write_ahead(conn, ahead)
                 if done is not None:
                     return Response(200, _response_bundle("transaction-response", done))
             results: list[Response | None] = [None] * len(entries)
@@ -449,7 +500,7 @@ class FhirService:
             return Response(200, _response_bundle("transaction-response", results))
         return self._write(play)
 
-    def _patches_ahead(self, entries: list, caller: Caller) -> list[_AheadEntry] | None:
+    def _patches_ahead(self, entries: list, caller: Caller, base: str) -> list[_AheadEntry] | None:
         """A bed-management system's Bundle of PATCHes, each on a different resource, computed before taking
         the write lock (as ``_ahead`` does for one PATCH) so that the lock is held only to write them in one
         batch. None when the Bundle holds anything else, or when an entry fails: the Bundle is then played
@@ -472,7 +523,7 @@ class FhirService:
                     if (rtype, rid) not in stored:
                         return None
                     out.append(_AheadEntry(i, rtype, pairs, expected, self._patched(
-                        conn, rtype, rid, patcher, caller, deferred, stored[(rtype, rid)], live=False)))
+                        conn, rtype, rid, patcher, caller, deferred, stored[(rtype, rid)], live=False), caller, base))
                 for issues in self.validator.validate_many(deferred, conn):
                     raise_if_errors(issues)
                 live = repository.live_index_rows(conn, [a.patched.pk for a in out])
@@ -482,40 +533,52 @@ class FhirService:
             a.patched.prepared.live = live[a.patched.pk]
         return out
 
-    def _write_ahead(self, conn: Connection, ahead: list[_AheadEntry], base: str,
-                     caller: Caller) -> list[Response] | None:
-        """``ahead`` written in one batch if every target is still the one matched, at the version patched;
-        None otherwise (another write came first: the caller plays the Bundle again under the lock)."""
+    def _write_ahead(self, conn: Connection, ahead: list[_AheadEntry]) -> list[Response] | None:
+        """A Bundle's ``ahead`` written in one batch if every target is still the one matched, at the version
+        patched; None otherwise (another write came first: the caller plays the Bundle again under the lock)."""
+        current, fresh = self._still_current(conn, ahead)
+        if not all(fresh):
+            return None
         for a in ahead:
-            if a.pairs is not None and self._single_match(conn, a.rtype, a.pairs) != a.patched.rid:
-                return None
+            if a.expected is not None and a.patched.version != a.expected:
+                with _blame(a.index):
+                    raise PreconditionFailed(f"{a.rtype}/{a.patched.rid} is at version {a.patched.version}, not "
+                                             f"{a.expected} (If-Match)", expression=a.rtype)
+        return self._write_prepared(conn, ahead, current)
+
+    def _still_current(self, conn: Connection, ahead: list[_AheadEntry]) -> tuple[dict, list[bool]]:
+        """Under the write lock: the current versions of the targets of ``ahead``, and whether each is still
+        the one its criteria match, at the version patched. On PostgreSQL the rows are locked one by one in one
+        order whatever the entries' order: no deadlock between two such batches."""
+        fresh = []
+        for a in ahead:
+            try:
+                fresh.append(a.pairs is None or self._single_match(conn, a.rtype, a.pairs) == a.patched.rid)
+            except RorError:  # no longer matched, or not alone: reported when the write is played again
+                fresh.append(False)
         keys = [(a.rtype, a.patched.rid) for a in ahead]
         if is_sqlite(conn):  # one writer at a time: no row locks
             current = repository.fetch_current(conn, keys)
-        else:  # rows locked one by one in one order whatever the entries' order: no deadlock between Bundles
+        else:
             current = {}
-            for key in sorted(keys):
+            for key in sorted(set(keys)):
                 current |= repository.fetch_current(conn, [key], lock=True)
-        for a in ahead:
-            cur = current.get((a.rtype, a.patched.rid))
-            if cur is None or cur.version != a.patched.version:
-                return None
-            if a.expected is not None and cur.version != a.expected:
-                with _blame(a.index):
-                    raise PreconditionFailed(f"{a.rtype}/{a.patched.rid} is at version {cur.version}, not "
-                                             f"{a.expected} (If-Match)", expression=a.rtype)
+        return current, [ok and (cur := current.get(key)) is not None and cur.version == a.patched.version
+                         for a, key, ok in zip(ahead, keys, fresh, strict=True)]
+
+    def _write_prepared(self, conn: Connection, ahead: list[_AheadEntry], current: dict) -> list[Response]:
+        """PATCHes computed ahead, each on a different resource still at the version patched, in one batch."""
         done = repository.write_batch(conn, [a.patched.prepared for a in ahead], current)
         for a, w in zip(ahead, done, strict=True):
             p = a.patched
-            self._after_write(conn, caller, a.rtype, p.before, p.after, w, p.keys, p.events)
-        return [self._written(w, base, 200, conn) for w in done]
+            self._after_write(conn, a.caller, a.rtype, p.before, p.after, w, p.keys, p.events)
+        return [self._written(w, a.base, 200, conn) for a, w in zip(ahead, done, strict=True)]
 
     def _batch(self, entries: list, base: str, caller: Caller) -> Response:
         results: list[Response] = []
         for i, entry in enumerate(entries):
             try:
-                with self._writing() as conn:
-                    results.append(self._entry(conn, entry, i, base, {}, caller))
+                results.append(self._write(lambda conn, e=entry, i=i: self._entry(conn, e, i, base, {}, caller)))
             except RorError as e:
                 results.append(Response(e.status, orjson.dumps(bundles.operation_outcome(e.issues))))
         return Response(200, _response_bundle("batch-response", results))
@@ -582,6 +645,7 @@ class FhirService:
 
 
 _WRITE_ATTEMPTS = 5
+_MATCH_TOKENS = 8192  # conditional writes' criteria memoised per process (a place's identifier: ~0.3 kB each)
 log = logging.getLogger(__name__)
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
 
@@ -597,17 +661,17 @@ _BY_TOKEN = (f"SELECT DISTINCT r.rid FROM idx_token t JOIN resource r ON r.pk = 
              f"AND t.code = {{p}} AND t.until_tx = {LIVE_TX} AND r.rtype = {{p}} LIMIT 2")
 
 
-def _by_token(conn: Connection, plan: SearchPlan) -> list[str] | None:
-    """The capacity protocol's ``PATCH Location?identifier=…`` (every bed update) as one indexed
-    lookup instead of a whole search (~6 ms of CPU, profiled). None when the query is anything
-    else than one plain token code: the search engine answers those."""
+def _token_match(plan: SearchPlan) -> tuple[str, str] | None:
+    """The capacity protocol's ``PATCH Location?identifier=…`` (every bed update) as one indexed lookup
+    (``_BY_TOKEN``: parameter and code) instead of a whole search (~6 ms of CPU, profiled). None when the
+    query is anything else than one plain token code: the search engine answers those."""
     if len(plan.criteria) != 1 or plan.filters:
         return None
     c = plan.criteria[0]
     if c.hops or c.modifier or c.param.type != "token" or c.param.code == "_id" or len(c.values) != 1 \
             or set(c.values[0]) & {"|", "\\"}:
         return None
-    return [rid for (rid,) in dbapi_rows(conn, _BY_TOKEN, (c.param.key, c.values[0], plan.rtype))]
+    return c.param.key, c.values[0]
 
 
 @contextmanager

@@ -1,0 +1,155 @@
+"""Group commit (``engine.grouped_write``): the writes queued behind the one in progress are applied in one
+transaction, each in its own savepoint; one that fails is undone and answered alone, the others land, and
+the capacity history stays exact."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from ror.capacity import history
+from ror.errors import NotFound
+from ror.fhir.files import read_resources
+from ror.fhir.rights import FULL_ACCESS
+from ror.store import bulk
+from ror.store import engine as engine_module
+from tests.capacity.test_protocol import FHIR, capacity, op, path, records
+from tests.conftest import FIXTURES
+from tests.integration.test_store import location
+
+PLACES = {"1440990034/ZH-USP": ("02", "02"), "1440990026/ZH-GYN-A": ("02", "01"),
+          "1440990026/ZH-GYN-B": ("02", "01"), "1440990026/ZH-NEONAT": ("02", "03")}
+
+
+@pytest.fixture
+def transactions(monkeypatch) -> list[int]:
+    """Counts the write transactions the groups open."""
+    opened: list[int] = []
+    real = engine_module.write_transaction
+
+    def counted(engine):
+        opened.append(1)
+        return real(engine)
+
+    monkeypatch.setattr(engine_module, "write_transaction", counted)
+    return opened
+
+
+def _queued_behind_a_write(service, jobs: list) -> list:
+    """Runs ``jobs`` (callables) in threads while a write holds the write transaction, once all of them wait
+    in the queue: they then form one group. Returns each job's result or exception."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold(conn):
+        started.set()
+        assert release.wait(30)
+
+    def guarded(job):
+        try:
+            return job()
+        except Exception as e:
+            return e
+
+    with ThreadPoolExecutor(len(jobs) + 1) as pool:
+        holder = pool.submit(engine_module.grouped_write, service.engine, hold)
+        assert started.wait(30)
+        outcomes = [pool.submit(guarded, job) for job in jobs]
+        queue = engine_module._GROUPS[service.engine.pool].queue
+        deadline = time.monotonic() + 30
+        while len(queue) < len(jobs) + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(queue) == len(jobs) + 1, "the jobs did not queue behind the held write"
+        release.set()
+        holder.result()
+        return [o.result() for o in outcomes]
+
+
+def test_queued_writes_share_one_transaction_and_a_failure_is_undone_alone(service, transactions):
+    def create(i: int, fail: bool = False):
+        def work(conn):
+            res = {**location(), "id": f"grouped-{i}"}
+            response = service._update(conn, "Location", res["id"], res, "http://t/fhir", None, FULL_ACCESS)
+            if fail:  # after its write: the savepoint must undo it
+                raise RuntimeError(f"write {i} fails")
+            return response.status
+        return lambda: engine_module.grouped_write(service.engine, work)
+
+    outcomes = _queued_behind_a_write(service, [create(0), create(1, fail=True), create(2), create(3)])
+    assert outcomes[0] == outcomes[2] == outcomes[3] == 201
+    assert isinstance(outcomes[1], RuntimeError) and str(outcomes[1]) == "write 1 fails"
+    assert len(transactions) == 2  # the held write's, then one for the four queued behind it
+    for i in (0, 2, 3):
+        assert service.read("Location", f"grouped-{i}").status == 200
+    with pytest.raises(NotFound):
+        service.read("Location", "grouped-1")
+
+
+def test_grouped_patches_are_written_as_one_batch_and_answered_one_by_one(service, transactions):
+    """Supplier PATCHes queued together: those computed ahead are written in one batch (one transaction
+    number); a second PATCH of a place in the batch is redone after it on the new version; an invalid indicator
+    gets its 400 and an unknown place its 404, nothing of them is written; the history is exact."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+
+    def patch(ident, body):
+        return lambda: service.conditional_patch("Location", [("identifier", ident)], json.dumps(body).encode(),
+                                                 FHIR, "http://t").status
+
+    valid = [patch(ident, op("replace", path(status, gender), capacity(status, 40 + k, gender)))
+             for k, (ident, (status, gender)) in enumerate(PLACES.items())]
+    again = patch("1440990034/ZH-USP", op("replace", path("02", "02"), capacity("02", 60, "02")))
+    invalid = patch("1440990034/ZH-USP", op("add", "Location", capacity(status="09")))
+    unknown = patch("1440990034/NO-SUCH-PLACE", op("replace", path(), capacity(nb=3)))
+    outcomes = _queued_behind_a_write(service, [valid[0], invalid, valid[1], unknown, again, valid[2], valid[3]])
+    assert [o if isinstance(o, int) else type(o).__name__ for o in outcomes] == \
+        [200, "BusinessRule", 200, "NotFound", 200, 200, 200]
+    assert len(transactions) == 2
+    with service.engine.connect() as conn:
+        txs = {}
+        for k, (ident, (status, gender)) in enumerate(PLACES.items()):
+            loc = service.search_result(conn, "Location", [("identifier", ident)]).matches[0]
+            events = [(e.old_value, e.new_value) for e in history.query(conn, location_id=loc.rid)]
+            txs[ident] = conn.execute(text("SELECT tx FROM resource WHERE rid = :rid"), {"rid": loc.rid}).scalar()
+            if ident == "1440990034/ZH-USP":  # in the order the two PATCHes queued: an unbroken chain
+                assert events in ([(2, 40), (40, 60)], [(2, 60), (60, 40)])
+            else:
+                assert [new for _, new in events] == [40 + k]
+            assert records(orjson.loads(loc.body))[(status, "01", gender, "01")]["nb"] == events[-1][1]
+    usp = txs.pop("1440990034/ZH-USP")
+    assert len(set(txs.values())) == 1 and usp > next(iter(txs.values()))  # one batch, then the PATCH redone
+
+
+def test_concurrent_suppliers_with_failures_lose_nothing(service):
+    """8 clients, 4 places: 120 valid replaces with distinct values mixed with invalid indicators and unknown
+    places, all grouped as they come: every valid change lands once in an unbroken chain per indicator, no
+    failed one leaves a trace, and the final state is the last change of each chain."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    jobs = [(ident, op("replace", path(status, gender), capacity(status, 100 + i, gender)), 200)
+            for i in range(30) for ident, (status, gender) in PLACES.items()]
+    for i in range(0, len(jobs), 6):
+        jobs.insert(i, ("1440990026/ZH-GYN-A", op("replace", path("02", "01"), capacity(nb=-1, gender="01")), 400))
+        jobs.insert(i + 3, ("1440990026/UNKNOWN", op("replace", path(), capacity(nb=1)), 404))
+
+    def run(job):
+        ident, body, _ = job
+        try:
+            return service.conditional_patch("Location", [("identifier", ident)], json.dumps(body).encode(), FHIR,
+                                             "http://t").status
+        except Exception as e:
+            return getattr(e, "status", e)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(run, jobs)) == [expected for _, _, expected in jobs]
+    with service.engine.connect() as conn:
+        for ident, (status, gender) in PLACES.items():
+            loc = service.search_result(conn, "Location", [("identifier", ident)]).matches[0]
+            events = history.query(conn, location_id=loc.rid)
+            assert sorted(e.new_value for e in events) == list(range(100, 130))
+            assert all(a.new_value == b.old_value for a, b in pairwise(events))
+            assert records(orjson.loads(loc.body))[(status, "01", gender, "01")]["nb"] == events[-1].new_value

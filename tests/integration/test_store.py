@@ -100,3 +100,27 @@ def test_content_hash_ignores_server_meta_only():
     b["meta"]["tag"] = [{"system": repository.REGION_SYSTEM, "code": "11"}]
     assert repository.content_hash(a) != repository.content_hash(b)
     assert repository.region_of(b) == "11"
+
+
+def test_read_by_id_answers_the_latest_commit_from_any_thread_and_holds_no_snapshot(service):
+    """``repository.read_now`` (the API's read by id: on SQLite one connection kept open for the process)
+    sees every commit at once, serves reads from several threads, and leaves no read transaction open
+    behind it (on SQLite a checkpoint can still truncate the write-ahead log)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loc = location()
+    for n in (1, 2, 3):
+        loc["name"] = f"Hébergement {n}"
+        service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir")
+        stored = repository.read_now(service.engine, "Location", loc["id"])
+        assert (stored.version, orjson.loads(stored.body)["name"]) == (n, f"Hébergement {n}")
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda _: repository.read_now(service.engine, "Location", loc["id"]).version,
+                                 range(200)))
+    assert versions == [3] * 200
+    with pytest.raises(NotFound):
+        repository.read_now(service.engine, "Location", "no-such-place")
+    if service.engine.dialect.name == "sqlite":
+        with service.engine.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0

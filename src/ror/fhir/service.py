@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import format_datetime
 from urllib.parse import parse_qsl
 
@@ -121,7 +121,16 @@ def check_resource(res: object, rtype: str, rid: str | None = None, where: str =
     return res
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(stamp: str) -> str:
+    """RFC 9110 date of a store stamp (``2026-11-25T10:00:00.000Z``), formatted directly: it is on every
+    read, and ``email.utils`` took a tenth of a read's CPU (profiled)."""
+    if len(stamp) == 24 and stamp[-1] == "Z":
+        y, m, d = int(stamp[:4]), int(stamp[5:7]), int(stamp[8:10])
+        return f"{_DAYS[date(y, m, d).weekday()]}, {stamp[8:10]} {_MONTHS[m - 1]} {stamp[:4]} {stamp[11:19]} GMT"
     return format_datetime(datetime.fromisoformat(stamp.replace("Z", "+00:00")), usegmt=True)
 
 

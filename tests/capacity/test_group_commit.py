@@ -1,4 +1,4 @@
-"""Group commit (``engine.grouped_write``): the writes queued behind the one in progress are applied in one
+"""Group commit (``group_commit.grouped_write``): the writes queued behind the one in progress are applied in one
 transaction, each in its own savepoint; one that fails is undone and answered alone, the others land, and
 the capacity history stays exact."""
 
@@ -18,8 +18,7 @@ from ror.capacity import history
 from ror.errors import NotFound
 from ror.fhir.files import read_resources
 from ror.fhir.rights import FULL_ACCESS
-from ror.store import bulk
-from ror.store import engine as engine_module
+from ror.store import bulk, group_commit
 from tests.capacity.test_protocol import FHIR, capacity, op, path, records
 from tests.conftest import FIXTURES
 from tests.integration.test_store import location
@@ -32,13 +31,13 @@ PLACES = {"1440990034/ZH-USP": ("02", "02"), "1440990026/ZH-GYN-A": ("02", "01")
 def transactions(monkeypatch) -> list[int]:
     """Counts the write transactions the groups open."""
     opened: list[int] = []
-    real = engine_module.write_transaction
+    real = group_commit.write_transaction
 
     def counted(engine):
         opened.append(1)
         return real(engine)
 
-    monkeypatch.setattr(engine_module, "write_transaction", counted)
+    monkeypatch.setattr(group_commit, "write_transaction", counted)
     return opened
 
 
@@ -58,10 +57,10 @@ def _queued_behind_a_write(service, jobs: list) -> list:
             return e
 
     with ThreadPoolExecutor(len(jobs) + 1) as pool:
-        holder = pool.submit(engine_module.grouped_write, service.engine, hold)
+        holder = pool.submit(group_commit.grouped_write, service.engine, hold)
         assert started.wait(30)
         outcomes = [pool.submit(guarded, job) for job in jobs]
-        queue = engine_module._GROUPS[service.engine.pool].queue
+        queue = group_commit._GROUPS[service.engine.pool].queue
         deadline = time.monotonic() + 30
         while len(queue) < len(jobs) + 1 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -79,7 +78,7 @@ def test_queued_writes_share_one_transaction_and_a_failure_is_undone_alone(servi
             if fail:  # after its write: the savepoint must undo it
                 raise RuntimeError(f"write {i} fails")
             return response.status
-        return lambda: engine_module.grouped_write(service.engine, work)
+        return lambda: group_commit.grouped_write(service.engine, work)
 
     outcomes = _queued_behind_a_write(service, [create(0), create(1, fail=True), create(2), create(3)])
     assert outcomes[0] == outcomes[2] == outcomes[3] == 201

@@ -48,7 +48,8 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import Together, current_tx, dbapi_rows, grouped_write, is_sqlite
+from ror.store.engine import current_tx, dbapi_rows, is_sqlite
+from ror.store.group_commit import Together, grouped_write
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 

@@ -1,0 +1,134 @@
+"""Group commit of the API's writes (capacity PATCHes above all): see ``_CommitGroups``."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.pool import Pool
+
+from ror.store.engine import dbapi_rows, per_pool, write_transaction
+
+T = TypeVar("T")
+
+Together = Callable[[Connection, list], list]  # works of a group -> their results, None for those to run alone
+
+
+class _Pending:
+    """A write waiting in a ``_CommitGroups`` queue; ``turn`` is set when it is done or when it is to lead."""
+
+    __slots__ = ("done", "error", "result", "together", "turn", "work")
+
+    def __init__(self, work: Callable[[Connection], T], together: Together | None):
+        self.work = work
+        self.together = together
+        self.turn = threading.Event()
+        self.done = False
+        self.result = None
+        self.error: BaseException | None = None
+
+    def outcome(self):
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _CommitGroups:
+    """Group commit: the writes of a process queued behind the one in progress are applied together, in
+    one transaction, by the first of them (the leader); each caller is answered once the group is committed
+    (visible at its next request). The write slot, the connection checkout, BEGIN and COMMIT (WAL frames,
+    PostgreSQL's WAL flush) are paid once per group, and the write lock changes hands between threads (under
+    the GIL, each hand-over a wait) once per group instead of once per write.
+
+    Writes that share a ``together`` function (the capacity PATCHes computed ahead) are passed to it at once,
+    in a savepoint, to be written as one batch (one transaction number, one statement per table, as a Bundle
+    is); those it leaves (None: another write came first, If-Match) and all the others run alone, each in its
+    own savepoint, so that one failure (404, 412, invalid, deadlock victim) is undone and answered alone while
+    the others are committed. If ``together`` fails, its writes all run alone."""
+
+    def __init__(self):
+        self.mutex = threading.Lock()
+        self.queue: list[_Pending] = []  # the first one leads (or will once the current group is done)
+
+    def run(self, engine: Engine, work: Callable[[Connection], T], together: Together | None) -> T:
+        me = _Pending(work, together)
+        with self.mutex:
+            self.queue.append(me)
+            leads = len(self.queue) == 1
+        if not leads:
+            me.turn.wait()
+        if not me.done:
+            self._lead(engine)
+        return me.outcome()
+
+    def _lead(self, engine: Engine) -> None:
+        group = self.queue[:1]  # the leader alone until the write slot is held: others join meanwhile
+        try:
+            with write_transaction(engine) as conn:
+                with self.mutex:
+                    group = self.queue[:_GROUP_MAX]
+                if len(group) == 1:  # alone: its failure rolls the transaction back (no savepoint to pay)
+                    group[0].result = group[0].work(conn)
+                else:
+                    _apply(conn, group)
+        except BaseException as e:  # alone and failed, or BEGIN or COMMIT failed: nothing of the group is written
+            for p in group:
+                if p.error is None:
+                    p.result, p.error = None, e
+        finally:
+            with self.mutex:
+                del self.queue[:len(group)]
+                following = self.queue[0] if self.queue else None
+            for p in group:
+                p.done = True
+                p.turn.set()
+            if following is not None:
+                following.turn.set()  # not done: it leads the next group
+
+
+def _apply(conn: Connection, group: list[_Pending]) -> None:
+    """The writes of a group: those that share a ``together`` function as one batch, then the rest alone."""
+    batches: dict[Together, list[_Pending]] = {}
+    alone: list[_Pending] = []
+    for p in group:
+        (alone if p.together is None else batches.setdefault(p.together, [])).append(p)
+    for together, members in batches.items():
+        if len(members) == 1:
+            alone += members
+            continue
+        results, error = _in_savepoint(conn, lambda t=together, m=members: t(conn, [p.work for p in m]))
+        for p, result in zip(members, results if error is None else [None] * len(members), strict=True):
+            if result is None:
+                alone.append(p)
+            else:
+                p.result = result
+    for p in alone:
+        p.result, p.error = _in_savepoint(conn, lambda p=p: p.work(conn))
+
+
+def _in_savepoint(conn: Connection, run: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """``run()`` in a savepoint of the group's transaction, rolled back alone if it fails: (result, None) or
+    (None, error). Through the DBAPI cursor: SQLAlchemy's nested transactions cost more than a capacity
+    PATCH's own statements (profiled)."""
+    dbapi_rows(conn, "SAVEPOINT ror_write")
+    try:
+        return run(), None
+    except Exception as e:
+        dbapi_rows(conn, "ROLLBACK TO SAVEPOINT ror_write")
+        return None, e
+    finally:
+        dbapi_rows(conn, "RELEASE SAVEPOINT ror_write")
+
+
+_GROUP_MAX = 64  # writes per group: bounds the wait of the first one
+_GROUPS: weakref.WeakKeyDictionary[Pool, _CommitGroups] = weakref.WeakKeyDictionary()
+
+
+def grouped_write(engine: Engine, work: Callable[[Connection], T], together: Together | None = None) -> T:
+    """``work(conn)`` in a write transaction shared with this process's writes queued at the same time
+    (``_CommitGroups``), or with them through ``together``; returns its result or raises its error once the
+    group is committed. ``work`` must not depend on being alone in its transaction (others' writes precede it)."""
+    return per_pool(_GROUPS, engine, _CommitGroups).run(engine, work, together)

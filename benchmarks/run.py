@@ -164,22 +164,34 @@ def tok(system: str, code: str) -> str:
     return quote(f"{system}|{code}", safe="")
 
 
+def near_triples(db: Db, c, wanted: int = 100) -> list[tuple]:
+    """(specialty system, code, commune) of offers at places with available beds, each found by indexed
+    look-ups from a sample of such places: one join over all of them did not finish at national scale."""
+    places = [r[0] for r in db.q(c, f"SELECT pk FROM idx_token WHERE param = 'Location.capacity-status' "
+                                    f"AND code = '02' AND until_tx = {LIVE_TX} ORDER BY pk")]
+    out: set[tuple] = set()
+    for pk in spread(places, wanted * 5):
+        cog = db.q(c, f"SELECT code FROM idx_token WHERE pk = ? AND param = 'Location.commune-cog' "
+                      f"AND until_tx = {LIVE_TX}", (pk,))
+        beds = db.q(c, f"SELECT 1 FROM idx_number WHERE pk = ? AND param = 'Location.nb-capacity' AND value > 0 "
+                       f"AND until_tx = {LIVE_TX}", (pk,))
+        if not cog or not beds:
+            continue
+        out |= {(system, code, cog[0][0]) for system, code in db.q(c, f"""
+            SELECT sp.system, sp.code FROM resource l
+            JOIN idx_ref r ON r.param = 'HealthcareService.location' AND r.target_id = l.rid AND r.until_tx = {LIVE_TX}
+            JOIN idx_token sp ON sp.pk = r.pk AND sp.param = 'HealthcareService.specialty' AND sp.until_tx = {LIVE_TX}
+            WHERE l.pk = ? ORDER BY sp.system, sp.code LIMIT 1""", (pk,))}
+        if len(out) >= wanted:
+            break
+    return sorted(out, key=lambda t: (t[2], t[1]))
+
+
 def scenarios(db: Db) -> dict[str, list[str]]:
     """Request paths per scenario, taken from the loaded data so that searches match something."""
     with db.connect() as c:
         ids = [r[0] for r in db.q(c, "SELECT rid FROM resource WHERE rtype='HealthcareService' ORDER BY pk")]
-        near = db.q(c, f"""
-            SELECT DISTINCT sp.system, sp.code, cog.code
-            FROM idx_token st
-            JOIN idx_number nb ON nb.pk = st.pk AND nb.grp = st.grp AND nb.param = 'Location.nb-capacity'
-                 AND nb.value > 0 AND nb.until_tx = {LIVE_TX}
-            JOIN idx_token cog ON cog.pk = st.pk AND cog.param = 'Location.commune-cog' AND cog.until_tx = {LIVE_TX}
-            JOIN resource l ON l.pk = st.pk
-            JOIN idx_ref r ON r.param = 'HealthcareService.location' AND r.target_id = l.rid
-                 AND r.until_tx = {LIVE_TX}
-            JOIN idx_token sp ON sp.pk = r.pk AND sp.param = 'HealthcareService.specialty' AND sp.until_tx = {LIVE_TX}
-            WHERE st.param = 'Location.capacity-status' AND st.code = '02' AND st.until_tx = {LIVE_TX}
-            ORDER BY 3, 2""")
+        near = near_triples(db, c)
         stamps = sorted(r[0] for r in db.q(c, "SELECT last_updated FROM resource WHERE rtype='HealthcareService'"))
         egs = [r[0] for r in db.q(c, f"""
             SELECT t.code FROM idx_token t

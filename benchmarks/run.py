@@ -195,9 +195,9 @@ def scenarios(db: Db) -> dict[str, list[str]]:
         stamps = sorted(r[0] for r in db.q(c, "SELECT last_updated FROM resource WHERE rtype='HealthcareService'"))
         egs = [r[0] for r in db.q(c, f"""
             SELECT t.code FROM idx_token t
-            JOIN idx_ref p ON p.pk = t.pk AND p.param = 'Organization.partof' AND p.until_tx = {LIVE_TX}
             WHERE t.param = 'Organization.identifier' AND t.system = ? AND t.until_tx = {LIVE_TX}
-            ORDER BY t.code""", (FINESS,))]
+            AND t.pk IN (SELECT pk FROM idx_ref WHERE param = 'Organization.partof' AND until_tx = {LIVE_TX})
+            ORDER BY t.code""", (FINESS,))]  # a join: nested loops over both sets on SQLite (no statistics)
         specialties = db.q(c, f"""
             SELECT system, code FROM idx_token WHERE param = 'HealthcareService.specialty' AND until_tx = {LIVE_TX}
             GROUP BY system, code ORDER BY count(*) DESC, code""")

@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ from ror.errors import NotFound
 from ror.fhir.files import read_resources
 from ror.fhir.rights import FULL_ACCESS
 from ror.store import bulk, group_commit
-from tests.capacity.test_protocol import FHIR, capacity, op, path, records
+from tests.capacity.test_protocol import FHIR, assert_history_chains, capacity, op, path, records
 from tests.conftest import FIXTURES
 from tests.integration.test_store import location
 
@@ -145,10 +144,4 @@ def test_concurrent_suppliers_with_failures_lose_nothing(service):
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(run, jobs)) == [expected for _, _, expected in jobs]
-    with service.engine.connect() as conn:
-        for ident, (status, gender) in PLACES.items():
-            loc = service.search_result(conn, "Location", [("identifier", ident)]).matches[0]
-            events = history.query(conn, location_id=loc.rid)
-            assert sorted(e.new_value for e in events) == list(range(100, 130))
-            assert all(a.new_value == b.old_value for a, b in pairwise(events))
-            assert records(orjson.loads(loc.body))[(status, "01", gender, "01")]["nb"] == events[-1].new_value
+    assert_history_chains(service, PLACES, range(100, 130))

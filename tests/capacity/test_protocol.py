@@ -217,11 +217,17 @@ def test_concurrent_bundles_lose_nothing(service):
 
     with ThreadPoolExecutor(4) as pool:
         assert set(pool.map(run, range(200, 240))) == {200}
+    assert_history_chains(service, places, range(200, 240))
+
+
+def assert_history_chains(service, places: dict, values: range) -> None:
+    """Each place's history holds every value once, as an unbroken chain (each change's old value is the
+    previous one's new value), and the place ends with the last change's value."""
     with service.engine.connect() as conn:
         for ident, (status, gender) in places.items():
             loc = service.search_result(conn, "Location", [("identifier", ident)]).matches[0]
             events = history.query(conn, location_id=loc.rid)
-            assert sorted(e.new_value for e in events) == list(range(200, 240))
+            assert sorted(e.new_value for e in events) == list(values)
             assert all(a.new_value == b.old_value for a, b in pairwise(events))
             assert records(orjson.loads(loc.body))[(status, "01", gender, "01")]["nb"] == events[-1].new_value
 

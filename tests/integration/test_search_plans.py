@@ -12,11 +12,13 @@ import pytest
 
 from ror.fhir.files import read_resources
 from ror.geo import EARTH_RADIUS_KM, haversine_km
+from ror.search import execute
 from ror.search.compile import Compiler
 from ror.store import bulk
 from ror.store.engine import current_tx
 from tests.conftest import BACKENDS, FIXTURES, _database, make_service
 from tests.integration.test_access_profiles import caller
+from tests.integration.test_paging import next_pairs
 from tests.integration.test_search_semantics import CASES, FINESS, matches
 
 
@@ -70,6 +72,38 @@ def test_sqlite_drives_from_the_smallest_set(small):
             conds = comp._conditions()
             chosen = comp._driver(conds, conn)
         assert chosen is conds[[k for k, _ in pairs].index("specialty")]
+
+
+def _pages(svc, rtype, pairs, profile) -> list[tuple[int | None, list[str]]]:
+    """(total, ids of the matches) of each page, following every `next` link."""
+    out = []
+    while pairs is not None:
+        bundle = orjson.loads(svc.search(rtype, pairs, "http://t/fhir", caller=caller(profile)).body)
+        out.append((bundle.get("total"), matches(bundle)))
+        pairs = next_pairs(bundle)
+    return out
+
+
+@pytest.mark.parametrize("profile", [1, 3])
+@pytest.mark.parametrize("rows_per_match", [1, 20])
+def test_pages_found_by_scanning_the_type_are_the_sorted_pages(small, profile, rows_per_match):
+    """Every search counted apart and paged by the type scan (SQLite's way for large result sets),
+    including scans too short to fill a page (sorting takes over), returns the same pages and totals."""
+    if small.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL always sorts the matches")
+    scanned = []
+    real = execute._scanned_page
+
+    def spy(*args):
+        rows = real(*args)
+        scanned.append(rows is not None)
+        return rows
+    for rtype, pairs, _ in CASES:
+        paged = [*pairs, ("_count", "2")]
+        default = _pages(small, rtype, paged, profile)
+        with patch.multiple(execute, _SCAN_FROM=0, _SCAN_ROWS_PER_MATCH=rows_per_match, _scanned_page=spy):
+            assert _pages(small, rtype, paged, profile) == default, (rtype, pairs)
+    assert any(scanned) and (rows_per_match == 20 or not all(scanned))
 
 
 # -- hierarchy over several levels ------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Search plan -> SQL over the index tables, pinned to a snapshot transaction.
 
 Every criterion has two forms: a ``SELECT pk`` of the resources it matches, and a test of one
-resource by pk. A query reads one criterion's set (the smallest, ``Compiler.matches``), the type's
-``_lastUpdated`` index row of each of its resources (present once per resource), and tests the other
-criteria on each; without a criterion, it scans the type's ``_lastUpdated`` rows in pk order. The
-whole query — criteria, sort keys, count — sees one snapshot.
+resource by pk. A query reads one criterion's set (the smallest, ``Compiler.matches``) and tests the
+other criteria on each of its resources; a set reached through a chain is joined to its resources'
+``_lastUpdated`` index row (present once per resource) to check they exist in the snapshot. Without
+a criterion, or for a large result set (``Compiler.scan``), it scans the type's ``_lastUpdated`` rows
+in pk order. The whole query — criteria, sort keys, count — sees one snapshot.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class _Cond:
     set: Callable[[], Select] | None = None
     samples: list[Callable[[], Select]] = field(default_factory=list)
     size: Callable[[dict[int, int]], int] | None = None
+    # ``exact``: the set is read from the base type's own index rows in the snapshot, so it holds exactly
+    # the matching resources (no join to their ``_lastUpdated`` row needed); ``unique``: without repeats.
+    exact: bool = False
+    unique: bool = False
 
 
 class Compiler:
@@ -91,6 +96,7 @@ class Compiler:
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
         self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query
+        self._driving: tuple[list[_Cond], _Cond | None] | None = None
 
     def rows(self, t) -> list[ColumnElement]:
         """Conditions every index lookup carries: in the snapshot, and seen by the caller's profile."""
@@ -352,15 +358,21 @@ class Compiler:
     def matches(self, conn: Connection | None = None) -> tuple[Select, list[tuple[ColumnElement, bool]]]:
         """(query of pk + sort keys, sort keys) for the plan, without keyset or limit.
 
-        One condition drives: its set is read first, the type's ``_lastUpdated`` row of each of its
-        resources by pk, and the other conditions are tested on each (``test``). With ``conn`` on
-        SQLite, whose planner cannot size subqueries, the driver is the condition whose index lookup
-        counts fewest rows (up to ``_SIZE_CAP``, one statement); PostgreSQL orders the semi-joins
-        itself from its statistics. Without a condition that can drive, the type's rows are scanned."""
+        One condition drives: its set is read first and the other conditions are tested on each of its
+        resources (``test``). A set read from the base type's own index rows (``exact``) is the matches
+        themselves; any other set is joined to its resources' ``_lastUpdated`` row, which checks they exist
+        in the snapshot (and carries that sort key). With ``conn`` on SQLite, whose planner cannot size
+        subqueries, the driver is the condition whose index lookup counts fewest rows (up to ``_SIZE_CAP``,
+        one statement); PostgreSQL orders the semi-joins itself from its statistics. Without a condition
+        that can drive, the type's rows are scanned."""
+        conds, driver = self._conditions_and_driver(conn)
+        if driver is not None and driver.exact and all(code != "_lastUpdated" for code, _ in self.plan.sort):
+            # Not joined to the _lastUpdated rows: at national scale, probing them for each of 50,000
+            # matches cost four times reading the matches.
+            found = driver.set() if driver.unique else driver.set().distinct()
+            return self._page_query(found.subquery(), [c.test for c in conds if c is not driver])
         d = self.vis.alias(idx_date)
         key = f"{self.plan.rtype}._lastUpdated"
-        conds = self._conditions()
-        driver = self._driver(conds, conn if conn is not None and self.dialect == "sqlite" else None)
         where = [visible(d, self.snap)]
         if driver is None:
             where.append(d.c.param == key)
@@ -368,10 +380,39 @@ class Compiler:
             where += [d.c.pk.in_(driver.set()), no_index(d.c.param) == key]
         if self.vis.restricts(self.plan.rtype):
             where.append(self.vis.shown(self.plan.rtype, d.c.pk))
-        where += [c.test(d.c.pk) for c in conds if c is not driver]
-        keys = [(self._sort_key(code, desc, d), desc) for code, desc in self.plan.sort]
-        q = select(d.c.pk, *[k.label(f"k{i}") for i, (k, _) in enumerate(keys)]).select_from(d)
-        return q.where(*where), keys
+        return self._page_query(d, [c.test for c in conds if c is not driver], where)
+
+    def driven_by_at_least(self, conn: Connection, n: int) -> bool:
+        """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n``); a search
+        without a driving set scans the whole type."""
+        _, driver = self._conditions_and_driver(conn)
+        if driver is None:
+            return True
+        return conn.execute(select(func.count()).select_from(driver.set().limit(n).subquery())).scalar_one() >= n
+
+    def scan(self, after_pk: int | None, rows: int) -> Select:
+        """pks of the matches among the first ``rows`` resources of the type after ``after_pk``, in pk
+        order: every condition tested on each. For large result sets, this finds a page in a few
+        thousand index steps where driving reads and sorts all the matches."""
+        d = self.vis.alias(idx_date)
+        window = select(d.c.pk).where(d.c.param == f"{self.plan.rtype}._lastUpdated", visible(d, self.snap),
+                                      *([d.c.pk > after_pk] if after_pk is not None else []))
+        w = window.order_by(d.c.pk).limit(rows).subquery()
+        conds = self._conditions()
+        shown = [self.vis.shown(self.plan.rtype, w.c.pk)] if self.vis.restricts(self.plan.rtype) else []
+        return select(w.c.pk).where(*shown, *[c.test(w.c.pk) for c in conds]).order_by(w.c.pk)
+
+    def _page_query(self, rows, tests: list, where: list | None = None):
+        keys = [(self._sort_key(code, desc, rows), desc) for code, desc in self.plan.sort]
+        q = select(rows.c.pk, *[k.label(f"k{i}") for i, (k, _) in enumerate(keys)]).select_from(rows)
+        return q.where(*(where or []), *[test(rows.c.pk) for test in tests]), keys
+
+    def _conditions_and_driver(self, conn: Connection | None) -> tuple[list[_Cond], _Cond | None]:
+        """The plan's conditions and the one that drives, chosen once per search (sizing costs a statement)."""
+        if self._driving is None:
+            conds = self._conditions()
+            self._driving = conds, self._driver(conds, conn if conn is not None and self.dialect == "sqlite" else None)
+        return self._driving
 
     def _conditions(self) -> list[_Cond]:
         singles, groups = self._record_groups()
@@ -397,7 +438,11 @@ class Compiler:
         if c.modifier in ("not", "not-folded", "missing"):
             return _Cond(test)  # (nearly) everything: never drives
         end = cache(partial(self._end, c))  # sized, then driving: built once
-        return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)])
+        exact = not c.hops and c.param.code != "_id" and c.modifier not in ("above", "below")
+        # A type's _lastUpdated has one row per resource: one value cannot match a resource twice.
+        unique = exact and c.param.code == "_lastUpdated" and len(c.values) == 1
+        return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)],
+                     exact, unique)
 
     def _filter_cond(self, node, compiled: dict) -> _Cond:
         """A ``_filter`` expression: tests combined as the expression says; it can drive (as the
@@ -416,7 +461,7 @@ class Compiler:
         if any(i.set is None for i in items):
             return _Cond(test)
         return _Cond(test, lambda: combine(*[i.set() for i in items]), [s for i in items for s in i.samples],
-                     lambda sizes: size(i.size(sizes) for i in items))
+                     lambda sizes: size(i.size(sizes) for i in items), all(i.exact for i in items), True)
 
     def _record_groups(self) -> tuple[list[Criterion], list[list[Criterion]]]:
         """With ``_same-record=true``, criteria on the same record extension (capacity, price,
@@ -443,7 +488,7 @@ class Compiler:
         record = cache(partial(self._record, group))
         return _Cond(lambda pk: self._chain_test(first.hops, lambda end: exists(self._record(group, end)), pk),
                      lambda: self._chain_set(first.hops, first.rtype, record()), [record],
-                     lambda sizes: sizes[id(record)])
+                     lambda sizes: sizes[id(record)], exact=not first.hops)
 
     def _record(self, group: list[Criterion], pk=None) -> Select:
         """pks of the resources (or: is ``pk``) with one record satisfying every criterion of ``group``."""

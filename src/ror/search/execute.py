@@ -23,6 +23,13 @@ from ror.store.indexer import location_point
 from ror.store.schema import LIVE_TX, resource
 
 _MAX_INCLUDE_ROUNDS = 8
+# Default-sorted pages of large result sets (SQLite) are found by scanning the type in pk order with
+# every condition tested per resource, at most 20 resources per row wanted: from 20,000 candidates,
+# matches are often dense enough in a national type (1 in 30 of 600,000) for that to succeed, and it
+# reads a few thousand index rows where sorting the matches reads them all (a delta page at national
+# scale: 1.5 s). Below, sorting costs a few milliseconds; a failed scan costs about as much.
+_SCAN_FROM = 20_000
+_SCAN_ROWS_PER_MATCH = 20
 
 Found = tuple[str, str, int, bytes]  # an included resource: type, id, pk, stored body
 
@@ -86,24 +93,23 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
     base, keys = comp.matches(conn)
     out = SearchResult()
     if plan.summary_count:
-        out.total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        out.total = _count(conn, base)
         return out
-    sub = base.subquery()
-    sort_cols = [(sub.c[f"k{i}"], desc) for i, (_, desc) in enumerate(keys)]
-    # The first page counts its matches in the same statement (the sort reads them all anyway);
-    # later pages carry the first page's total in their cursor.
+    # SQLite: a large result set (the driving set alone has _SCAN_FROM rows) is counted apart and its
+    # page found by a scan that stops at its last row; otherwise, and on PostgreSQL, the statement that
+    # sorts the matches counts them too (it reads them all anyway). Later pages carry the first's total.
+    large = is_sqlite(conn) and not keys and comp.driven_by_at_least(conn, _SCAN_FROM)
     counted = plan.total and cursor is None
-    q = select(sub.c.pk, *[c for c, _ in sort_cols], *([func.count().over()] if counted else []))
-    if cursor:
-        if len(cursor["k"]) != len(sort_cols):
-            raise InvalidSearch("_cursor does not match the sort of this search", expression="_cursor")
-        q = q.where(keyset_condition(sort_cols, sub.c.pk, cursor["k"], cursor["p"]))
-        out.total = cursor.get("t") if plan.total else None
-    q = q.order_by(*[c.desc() if desc else c.asc() for c, desc in sort_cols], sub.c.pk.asc()).limit(plan.count + 1)
-    rows = conn.execute(q).all()
-    if counted:
-        out.total = rows[0][-1] if rows else 0
-        rows = [r[:-1] for r in rows]
+    if counted and large:
+        out.total = _count(conn, base)
+    elif plan.total and cursor:
+        out.total = cursor.get("t")
+    rows = _scanned_page(conn, comp, cursor["p"] if cursor else None, plan.count + 1) if large else None
+    if rows is None:
+        rows = _sorted_page(conn, base, keys, cursor, plan.count + 1, counted=counted and out.total is None)
+        if counted and out.total is None:
+            out.total = rows[0][-1] if rows else 0
+            rows = [r[:-1] for r in rows]
     more = len(rows) > plan.count
     rows = rows[:plan.count]
     if more:
@@ -126,6 +132,32 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         out.included = [Entry(t, rid, body, _distance(t, body, geo))
                         for (t, rid, _, _), body in zip(included, inc_bodies, strict=True)]
     return out
+
+
+def _count(conn: Connection, base) -> int:
+    return conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+
+
+def _sorted_page(conn: Connection, base, keys, cursor: dict | None, limit: int, counted: bool) -> list:
+    """The page's rows (pk, sort keys…[, total]) read by sorting every match."""
+    sub = base.subquery()
+    sort_cols = [(sub.c[f"k{i}"], desc) for i, (_, desc) in enumerate(keys)]
+    q = select(sub.c.pk, *[c for c, _ in sort_cols], *([func.count().over()] if counted else []))
+    if cursor:
+        if len(cursor["k"]) != len(sort_cols):
+            raise InvalidSearch("_cursor does not match the sort of this search", expression="_cursor")
+        q = q.where(keyset_condition(sort_cols, sub.c.pk, cursor["k"], cursor["p"]))
+    q = q.order_by(*[c.desc() if desc else c.asc() for c, desc in sort_cols], sub.c.pk.asc()).limit(limit)
+    return [tuple(r) for r in conn.execute(q)]
+
+
+def _scanned_page(conn: Connection, comp: Compiler, after_pk: int | None, limit: int) -> list | None:
+    """The page's rows (pk,) found by scanning the type in pk order, testing each resource; None when
+    ``_SCAN_ROWS_PER_MATCH`` resources per wanted row did not yield the page (sparse matches: sorting
+    them is then the cheaper way)."""
+    budget = limit * _SCAN_ROWS_PER_MATCH
+    rows = [tuple(r) for r in conn.execute(comp.scan(after_pk, budget).limit(limit))]
+    return rows if len(rows) == limit else None
 
 
 def visible_subset(conn: Connection, vis: Visibility, found: list[Found]) -> list[Found]:

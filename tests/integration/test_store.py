@@ -124,3 +124,23 @@ def test_read_by_id_answers_the_latest_commit_from_any_thread_and_holds_no_snaps
         with service.engine.connect() as conn:
             busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
         assert busy == 0
+
+
+def test_api_connections_take_the_small_page_cache_and_loaders_the_large_one(tmp_path, monkeypatch):
+    """An API process has up to 17 SQLite connections: each gets ``api_sqlite_cache_mb`` (its memory stays
+    bounded at national scale); other engines (the loaders' single writer) keep the large default."""
+    from ror import bootstrap
+    from ror.settings import Settings
+    from ror.store.engine import make_engine
+
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    engines = []
+    monkeypatch.setattr(bootstrap, "make_engine", lambda *a, **kw: engines.append(make_engine(*a, **kw)) or engines[-1])
+    bootstrap.build_app(Settings(database_url=url, api_sqlite_cache_mb=8))
+    engines.append(make_engine(url))
+    sizes = []
+    for engine in engines:
+        with engine.connect() as conn:
+            sizes.append(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+        engine.dispose()
+    assert sizes == [-8 * 1024, -256 * 1024]

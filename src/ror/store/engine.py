@@ -23,15 +23,21 @@ T = TypeVar("T")
 WRITE = {"ror_write": True}  # execution option: this transaction writes
 
 
-def make_engine(url: str) -> Engine:
+# SQLite's page cache per connection, unless said otherwise: the loaders write through one connection,
+# whose cache holds the index B-trees they insert into.
+_SQLITE_CACHE_MB = 256
+
+
+def make_engine(url: str, sqlite_cache_mb: int = _SQLITE_CACHE_MB) -> Engine:
+    """An engine on ``url``; on SQLite, each connection with a page cache of ``sqlite_cache_mb``."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, sqlite_cache_mb)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, cache_mb: int) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +51,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000",
-                       "cache_size=-262144", "mmap_size=1073741824", "temp_store=MEMORY"):
+                       f"cache_size=-{cache_mb * 1024}", "mmap_size=1073741824", "temp_store=MEMORY"):
             cur.execute("PRAGMA " + pragma)
         cur.close()
         # SQLite has no trigonometry by default: the geographic search calls this.

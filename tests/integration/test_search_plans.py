@@ -18,7 +18,7 @@ from ror.store import bulk
 from ror.store.engine import current_tx
 from tests.conftest import BACKENDS, FIXTURES, _database, make_service
 from tests.integration.test_access_profiles import caller
-from tests.integration.test_paging import next_pairs
+from tests.integration.test_paging import next_pairs, places
 from tests.integration.test_search_semantics import CASES, FINESS, matches
 
 
@@ -104,6 +104,27 @@ def test_pages_found_by_scanning_the_type_are_the_sorted_pages(small, profile, r
         with patch.multiple(execute, _SCAN_FROM=0, _SCAN_ROWS_PER_MATCH=rows_per_match, _scanned_page=spy):
             assert _pages(small, rtype, paged, profile) == default, (rtype, pairs)
     assert any(scanned) and (rows_per_match == 20 or not all(scanned))
+
+
+def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(service):
+    """A first page is read as the live rows of its SQLite read transaction (``LiveRows``): a place renamed
+    before it is not found by its former name; one written by another connection between its count and its
+    page is in neither."""
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL counts the matches in the page's statement")
+    data = places(6)
+    bulk.upsert(service.engine, data)
+    bulk.upsert(service.engine, [{**data[5], "name": "Autre"}])  # its first version's rows are closed, not live
+    real = execute._count
+
+    def count_then_write(conn, base):
+        n = real(conn, base)
+        bulk.upsert(service.engine, places(3, prefix="late"))  # another connection, committed at once
+        return n
+    with patch.multiple(execute, _SCAN_FROM=0, _count=count_then_write):
+        bundle = orjson.loads(service.search("Location", [("name", "unite")], "http://t/fhir").body)
+    assert bundle["total"] == 5 and sorted(matches(bundle)) == [f"p-{i:03d}" for i in range(5)]
+    assert len(_found(service, "Location", [("name", "unite")])) == 8
 
 
 # -- hierarchy over several levels ------------------------------------------------------------------

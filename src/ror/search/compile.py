@@ -39,7 +39,7 @@ from ror.geo import EARTH_RADIUS_KM, bounding_box
 from ror.profiles.searchparams import SPECIAL, registry
 from ror.search import filter as fast
 from ror.search.plan import Criterion, GeoQuery, Hop, SearchPlan, parse_geo, split_prefix
-from ror.search.visibility import Visibility, no_index, visible
+from ror.search.visibility import LIVE_ROWS, Visibility, no_index, visible
 from ror.settings import Settings
 from ror.store.indexer import fold, parse_reference
 from ror.store.schema import (
@@ -89,10 +89,12 @@ class _Cond:
 
 
 class Compiler:
-    def __init__(self, plan: SearchPlan, settings: Settings, snapshot: int, dialect: str):
+    def __init__(self, plan: SearchPlan, settings: Settings, snapshot: int, dialect: str, live: bool = False):
+        """``live``: ``snapshot`` is the latest transaction, pinned by the SQLite read transaction the
+        statements run in (see ``LiveRows``)."""
         self.plan = plan
         self.settings = settings
-        self.snap = literal(snapshot, literal_execute=False)
+        self.snap = LIVE_ROWS if live else literal(snapshot, literal_execute=False)
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
         self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query

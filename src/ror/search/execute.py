@@ -89,7 +89,7 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         # cost (4, spinning disks) the planner preferred walking a parameter's whole lookup index.
         dbapi_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
                          "set_config('random_page_cost', '1.1', true)")  # true: for this transaction
-    comp = Compiler(plan, settings, snapshot, conn.dialect.name)
+    comp = Compiler(plan, settings, snapshot, conn.dialect.name, live=cursor is None and is_sqlite(conn))
     base, keys = comp.matches(conn)
     out = SearchResult()
     if plan.summary_count:

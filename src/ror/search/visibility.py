@@ -35,7 +35,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from ror.profiles.access import CAPACITY, CHAMP_MS, CHAMP_SYSTEM, CHAMP_VILLE, bit
 from ror.profiles.searchparams import SearchParam
 from ror.store.indexer import SENSITIVE_KEY
-from ror.store.schema import idx_date, idx_ref, idx_token, resource
+from ror.store.schema import LIVE_TX, idx_date, idx_ref, idx_token, resource
 
 _FULL_VIEW = (1, 4)  # profiles that see every resource
 _RESTRICTED_TYPES = ("HealthcareService", "Location", "PractitionerRole", "Practitioner", "Task")
@@ -70,8 +70,20 @@ def no_index(col) -> ColumnElement:
     return _NoIndex(col)
 
 
-def visible(t, snap: BindParameter) -> ColumnElement:
+class LiveRows:
+    """The snapshot of a SQLite read transaction that pinned the latest transaction: the rows it sees
+    belong to the snapshot exactly when they are live (a row closed or created after it was committed
+    after the read transaction began, so it is not seen). One equality instead of two ranges: a fifth of
+    a national delta page's count."""
+
+
+LIVE_ROWS = LiveRows()
+
+
+def visible(t, snap: BindParameter | LiveRows) -> ColumnElement:
     """The index row belongs to the snapshot."""
+    if snap is LIVE_ROWS:
+        return t.c.until_tx == LIVE_TX
     return and_(t.c.since_tx <= snap, t.c.until_tx > snap)
 
 
@@ -86,7 +98,7 @@ class Visibility:
     ``hidden_condition(..., probe=True)`` check resource by resource: for a few resources (includes,
     reads) and inside correlated subqueries, where SQLite would recompute a set for every outer row."""
 
-    def __init__(self, profile: int, snap: BindParameter):
+    def __init__(self, profile: int, snap: BindParameter | LiveRows):
         self.profile = profile
         self.snap = snap
         self._bit = literal(bit(profile))

@@ -4,6 +4,7 @@ figure is asserted: performance lives in benchmarks/RESULTS.md, not in timed tes
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,3 +26,24 @@ def test_quick_harness_runs_and_reports(tmp_path):
     text = report.read_text()
     for section in ("## Machine and run", "## Dataset", "## Load", "no-op reload", "$export", "Raw SQL floor"):
         assert section in text, section
+
+
+def test_store_api_measures_a_store_loaded_earlier(tmp_path):
+    """benchmarks/store_api.py (the national figures without reloading) runs on a loaded store and leaves it."""
+    db = tmp_path / "store.db"
+    env = {"ROR_DATABASE_URL": f"sqlite:///{db}", "PATH": "/usr/bin:/bin"}
+    def ror(*words):
+        p = subprocess.run([str(Path(sys.executable).parent / "ror"), *words], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600, env=env)
+        assert p.returncode == 0, (words[0], p.stdout[-2000:], p.stderr[-2000:])
+    ror("generate", "--scale", "1000", "--seed", "1", str(tmp_path / "data"))
+    ror("load", "--keep-last-updated", *map(str, sorted((tmp_path / "data").glob("fhir/*/*.ndjson"))))
+    before = db.stat().st_size
+    output = tmp_path / "api.json"
+    p = subprocess.run([sys.executable, "benchmarks/store_api.py", str(db), "--seconds", "1", "--repeat", "1",
+                        "--walk-pages", "1", "--scenarios", "read,delta", "--output", str(output)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    results = json.loads(output.read_text())
+    assert set(results["scenarios"]) == {"read", "delta"} and results["walk"]["pages"] == 1
+    assert results["scenarios"]["delta"]["c8"]["non2xx"] == 0 and db.stat().st_size >= before

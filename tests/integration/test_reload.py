@@ -22,9 +22,28 @@ def ndjson(tmp_path):
     return path
 
 
-def load(engine, path, rejected=None):
-    return bulk.upsert(engine, read_items(path), keep_last_updated=True,
+# One batch is looked up and prepared in this process; batches of 7 by worker processes, ahead of the writes.
+BATCHES = [2000, 7]
+
+
+def load(engine, path, rejected=None, batch_size=2000):
+    return bulk.upsert(engine, read_items(path), keep_last_updated=True, batch_size=batch_size,
                        on_rejected=None if rejected is None else rejected.append)
+
+
+@pytest.fixture
+def parsed(monkeypatch, tmp_path):
+    """Where each line parsed from now on was, in this process or a worker (they write to a file)."""
+    log = tmp_path / "parsed.txt"
+    log.touch()
+    original = Line.parse
+
+    def spy(self):
+        with log.open("a") as f:
+            f.write(self.where + "\n")
+        return original(self)
+    monkeypatch.setattr(Line, "parse", spy)
+    return lambda: log.read_text().split()
 
 
 def versions(engine) -> int:
@@ -32,34 +51,33 @@ def versions(engine) -> int:
         return conn.execute(select(func.count()).select_from(resource_version)).scalar_one()
 
 
-def test_reload_skips_known_lines_unparsed(service, ndjson, monkeypatch):
-    first = load(service.engine, ndjson)
-    assert first["created"] == 51 and sum(first.values()) == 51
-    parsed = []
-    original = Line.parse
-    monkeypatch.setattr(Line, "parse", lambda self: parsed.append(self.where) or original(self))
-    again = load(service.engine, ndjson)
-    assert again == {"unchanged": 51} and parsed == []
+@pytest.mark.parametrize("batch_size", BATCHES)
+def test_reload_skips_known_lines_unparsed(service, ndjson, parsed, batch_size):
+    first = load(service.engine, ndjson, batch_size=batch_size)
+    assert first["created"] == 51 and sum(first.values()) == 51 and len(parsed()) == 51
+    again = load(service.engine, ndjson, batch_size=batch_size)
+    assert again == {"unchanged": 51} and len(parsed()) == 51
     assert versions(service.engine) == 0
 
 
-def test_a_resource_changed_since_is_parsed_and_restored(service, ndjson, monkeypatch):
-    load(service.engine, ndjson)
+@pytest.mark.parametrize("batch_size", BATCHES)
+def test_a_resource_changed_since_is_parsed_and_restored(service, ndjson, parsed, batch_size):
+    load(service.engine, ndjson, batch_size=batch_size)
     place = orjson.loads(service.read("Location", "loc-usp-nord").body)
     place["name"] = "Renommé par l'API"
     service.update("Location", "loc-usp-nord", orjson.dumps(place), "http://x/fhir")
-    parsed = []
-    original = Line.parse
-    monkeypatch.setattr(Line, "parse", lambda self: parsed.append(self.where) or original(self))
-    again = load(service.engine, ndjson)
+    before = len(parsed())
+    again = load(service.engine, ndjson, batch_size=batch_size)
     assert again == {"unchanged": 50, "updated": 1}
-    assert len(parsed) == 1
+    assert len(parsed()) == before + 1
     assert orjson.loads(service.read("Location", "loc-usp-nord").body)["name"] != "Renommé par l'API"
-    assert load(service.engine, ndjson) == {"unchanged": 51}  # the fingerprint follows the restored content
+    # the fingerprint follows the restored content
+    assert load(service.engine, ndjson, batch_size=batch_size) == {"unchanged": 51}
 
 
-def test_a_changed_line_updates_and_a_bad_line_is_reported(service, ndjson):
-    load(service.engine, ndjson)
+@pytest.mark.parametrize("batch_size", BATCHES)
+def test_a_changed_line_updates_and_a_bad_line_is_reported(service, ndjson, batch_size):
+    load(service.engine, ndjson, batch_size=batch_size)
     lines = ndjson.read_bytes().splitlines()
     res = orjson.loads(lines[0])
     res["name"] = res.get("name", "") + " (nouveau nom)"
@@ -67,7 +85,7 @@ def test_a_changed_line_updates_and_a_bad_line_is_reported(service, ndjson):
     lines.append(b'{"resourceType": "Location", "id": "broken"')
     ndjson.write_bytes(b"\n".join(lines) + b"\n")
     rejected: list[Rejected] = []
-    assert load(service.engine, ndjson, rejected) == {"unchanged": 50, "updated": 1}
+    assert load(service.engine, ndjson, rejected, batch_size) == {"unchanged": 50, "updated": 1}
     assert len(rejected) == 1 and rejected[0].where.endswith(":52") and "invalid JSON" in rejected[0].reason
     with pytest.raises(InputFileError, match=":52: invalid JSON"):
-        load(service.engine, ndjson)
+        load(service.engine, ndjson, batch_size=batch_size)

@@ -239,6 +239,9 @@ def _new_pks(conn: Connection, n: int) -> list[int]:
 
 # The columns an indexer row fills, per index table, in its order: between ``pk`` and ``since_tx``/``until_tx``.
 _VALUE_COLUMNS = {kind: [c.name for c in table.columns][1:-2] for kind, table in INDEX_TABLES.items()}
+# Each index table's index of a resource's own rows, by pk then until_tx (``_close_sql``).
+_PK_INDEXES = {kind: next(ix.name for ix in table.indexes if [c.name for c in ix.columns] == ["pk", "until_tx"])
+               for kind, table in INDEX_TABLES.items()}
 # Where each table's values are in a row of ``_live_rows_sql`` (after the branch number and the pk):
 # (kind, first, end), by branch number.
 _ENDS = list(accumulate((len(cols) for cols in _VALUE_COLUMNS.values()), initial=2))
@@ -280,9 +283,7 @@ def _supersede_index_rows(conn: Connection, items: list[tuple[int, Prepared]], t
     new = {pk: p.index() for pk, p in items}
     live = {pk: p.live for pk, p in items if p.live is not None}
     live |= live_index_rows(conn, [pk for pk in new if pk not in live])
-    same = "IS" if is_sqlite(conn) else "IS NOT DISTINCT FROM"
     for kind, table in INDEX_TABLES.items():
-        cols = _VALUE_COLUMNS[kind]
         close: list[tuple] = []
         inserted: list[tuple] = []
         for pk, rows in new.items():
@@ -296,11 +297,24 @@ def _supersede_index_rows(conn: Connection, items: list[tuple[int, Prepared]], t
                         close.append((tx, pk, *row))
                     inserted += [(pk, *row, tx, LIVE_TX)] * after[row]
         if close:
-            where = " AND ".join(f"{c} {same} {{p}}" for c in cols)
-            dbapi_many(conn, f"UPDATE {table.name} SET until_tx = {{p}} WHERE pk = {{p}} AND until_tx = {LIVE_TX} "
-                             f"AND {where}", close)
+            dbapi_many(conn, _close_sql(conn.dialect, kind), close)
         if inserted:
             insert_rows(conn, table, inserted)
+
+
+@functools.lru_cache(maxsize=32)
+def _close_sql(dialect: Dialect, kind: str) -> str:
+    """The statement closing live index rows of ``kind``, by resource and values. On SQLite it goes through the
+    resource's own rows (``pk``, ``until_tx``): without statistics the planner prefers a lookup index that
+    matches more of the values, and walked every resource sharing them (a bulk load's ``_lastUpdated``, a
+    status code): 2 ms of a capacity PATCH on 2,000 places, growing with the store. On PostgreSQL
+    ``IS NOT DISTINCT FROM`` cannot use an index: ``pk`` and ``until_tx`` choose it."""
+    table = INDEX_TABLES[kind]
+    sqlite = dialect.name == "sqlite"
+    pinned = f" INDEXED BY {_PK_INDEXES[kind]}" if sqlite else ""
+    same = "IS" if sqlite else "IS NOT DISTINCT FROM"
+    where = " AND ".join(f"{c} {same} {{p}}" for c in _VALUE_COLUMNS[kind])
+    return f"UPDATE {table.name}{pinned} SET until_tx = {{p}} WHERE pk = {{p}} AND until_tx = {LIVE_TX} AND {where}"
 
 
 def _insert_index_rows(conn: Connection, pks: list[tuple[int, Prepared]], tx: int) -> None:

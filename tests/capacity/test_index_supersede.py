@@ -1,0 +1,76 @@
+"""The index rows a capacity PATCH supersedes, on a store where many places share their values (a bulk load's
+``_lastUpdated``, the same capacity dates and codes): only the patched place's changed rows are closed and
+replaced, and on SQLite the closing statement goes through the place's own rows, not through every place
+sharing a value."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import orjson
+from sqlalchemy import text
+
+from ror.fhir.files import read_resources
+from ror.store import bulk, repository
+from ror.store.indexer import index_rows
+from ror.store.schema import INDEX_TABLES, LIVE_TX
+from tests.capacity.test_protocol import FHIR, capacity, op, path
+from tests.conftest import FIXTURES
+
+TWINS = 30
+
+
+def _load_twins(service) -> list[int]:
+    """The hand-built dataset and ``TWINS`` copies of its palliative-care place (as benchmarks/capacity.py
+    loads them: one bulk load, so they share every date); their pks."""
+    base = list(read_resources(FIXTURES / "small" / "bundle.json"))
+    place = next(r for r in base if r["id"] == "loc-usp-nord")
+    for i in range(TWINS):
+        twin = copy.deepcopy(place)
+        twin["id"] = f"twin-{i}"
+        twin["identifier"] = [{**twin["identifier"][0], "value": f"1440990034/TWIN-{i}"}]
+        base.append(twin)
+    bulk.upsert(service.engine, base, keep_last_updated=True)
+    with service.engine.connect() as conn:
+        current = repository.fetch_current(conn, [("Location", f"twin-{i}") for i in range(TWINS)])
+    return [current[("Location", f"twin-{i}")].pk for i in range(TWINS)]
+
+
+def _live(service, pks: list[int]) -> dict[int, dict]:
+    with service.engine.connect() as conn:
+        return {pk: {k: c for k, c in rows.items() if c} for pk, rows in repository.live_index_rows(conn, pks).items()}
+
+
+def test_a_capacity_patch_supersedes_only_the_patched_places_changed_rows(service):
+    pks = _load_twins(service)
+    before = _live(service, pks)
+    assert before[pks[0]]["date"] == before[pks[1]]["date"]  # the rows the closing statement looks up
+    for nb in (7, 8):
+        r = service.conditional_patch("Location", [("identifier", "1440990034/TWIN-3")],
+                                      json.dumps(op("replace", path(), capacity(nb=nb))).encode(), FHIR, "http://x")
+        assert r.status == 200
+    after = _live(service, pks)
+    assert {pk: rows for pk, rows in after.items() if pk != pks[3]} == \
+        {pk: rows for pk, rows in before.items() if pk != pks[3]}
+    expected = {kind: sorted(rows) for kind, rows in index_rows(orjson.loads(r.body)).items() if rows}
+    assert {kind: sorted(c.elements()) for kind, c in after[pks[3]].items()} == expected
+    changed = {kind for kind in INDEX_TABLES if after[pks[3]].get(kind) != before[pks[3]].get(kind)}
+    assert changed == {"date", "number"}  # the record's update date, the place's _lastUpdated, the bed count
+    with service.engine.connect() as conn:
+        closed = conn.execute(text("SELECT count(*) FROM idx_date WHERE until_tx < :live"),
+                              {"live": LIVE_TX}).scalar()
+    assert closed == 4  # two rows, twice
+
+
+def test_on_sqlite_closing_rows_goes_through_the_resources_own_rows(service):
+    if service.engine.dialect.name != "sqlite":
+        return  # PostgreSQL cannot use an index for IS NOT DISTINCT FROM: pk and until_tx choose it
+    _load_twins(service)
+    with service.engine.connect() as conn:
+        for kind, table in INDEX_TABLES.items():
+            sql = repository._close_sql(conn.dialect, kind).replace("{p}", "?")
+            marks = sql.count("?")
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}",
+                                                                         (None,) * marks))
+            assert f"ix_{table.name}_pk (pk=? AND until_tx=?)" in plan, (kind, plan)

@@ -5,14 +5,17 @@ import copy
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ror.errors import InvalidRequest, PatchError, PatchTargetNotFound
 from ror.fhir.patch import (
     _NEEDS_LOCATIONS,
+    _drop_empties,
     _Evaluator,
     _parse_path,
     _predicate,
+    _prune,
     _truth,
     apply_fhirpath_patch,
     apply_json_patch,
@@ -716,3 +719,88 @@ def test_json_patch_whole_document_replace_and_move_to_itself(organization):
     assert result == replacement
     result = apply_json_patch(organization, [{"op": "move", "from": "/name", "path": "/name"}])
     assert result == organization
+
+
+# --- fast paths: the same answers as the general machinery ------------------------------------------------
+
+def _places() -> list[dict]:
+    """Every Location of the IG examples and of the hand-built dataset, with records whose fields break the
+    fast paths' assumptions: a url that is no string, a list, absent, a choice key, an item that is no object."""
+    bundle = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "small" / "bundle.json").read_text())
+    places = [json.loads((EXAMPLES / "Location-ror-location-exemple.json").read_text())]
+    places += [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Location"]
+    odd = copy.deepcopy(CAP_OPEN)
+    odd["extension"][1]["url"] = ["capacityStatus"]
+    odd["extension"][2].pop("url")
+    odd["extension"][2]["urlString"] = "temporalityCapacity"
+    odd["extension"][3]["url"] = 7
+    odd["extension"].append("capacityStatus")
+    twin = copy.deepcopy(CAP_OPEN)
+    twin["url"] = [CAPACITY]
+    places.append({**places[0], "extension": [*places[0]["extension"], CAP_OPEN, CAP_CLOSED_COVID, odd, twin,
+                                              {"urlUri": CAPACITY, "extension": CAP_OPEN["extension"]}, 3]})
+    assert len(places) >= 10
+    return places
+
+
+FAST_CRITERIA = [
+    f"url = '{CAPACITY}'",
+    f"url != '{CAPACITY}'",
+    f"'{CAPACITY}' = url",
+    f"url = '{CAPACITY}' and extension.where(url = 'capacityStatus').value.coding.code = '02'",
+    "extension.where(url = 'capacityStatus').value.coding.code = '05' or extension.where(url != 'nbCapacity').exists()",
+    "extension.where(url = 'temporalityCapacity').exists()",
+    "extension.where(url != 'capacityStatus').value.coding.code = '01'",
+    "extension.exists(url = 'nbCapacity')",
+    "resourceType = 'Location'",
+    "url = 7",
+]
+
+
+@pytest.mark.parametrize("criteria", FAST_CRITERIA)
+def test_compiled_criteria_agree_with_the_location_evaluator_on_every_place(criteria):
+    tree = _parse_path(f"Location.extension.where({criteria})")
+    test = _predicate(tree[3][0])
+    seen = set()
+    for place in _places():
+        evaluator = _Evaluator(place)
+        for node in evaluator.eval(tree[1], [evaluator.root], top=True):
+            by_locations = _truth(_Evaluator(place).eval(tree[3][0], [node]))
+            assert test(node.value) in (by_locations, _NEEDS_LOCATIONS), (criteria, node.value)
+            seen.add(by_locations)
+    assert True in seen or "7" in criteria or "resourceType" in criteria
+
+
+def _with_empties(resource: dict) -> list[dict]:
+    """``resource`` as it is, and with what ``_prune`` drops (or only looks like it) put at several depths."""
+    out = [copy.deepcopy(resource)]
+    for where, empty in [("top", {}), ("top", []), ("ext", {}), ("ext", []), ("list", {}), ("nulls", None),
+                         ("text", "{} [] [null")]:
+        r = copy.deepcopy(resource)
+        if where == "top":
+            r["implicitRules" if empty == {} else "alias"] = empty
+        elif where == "ext":
+            r.setdefault("extension", []).append({"url": "urn:x", "valueCodeableConcept": {"coding": empty}})
+        elif where == "list":
+            r.setdefault("extension", []).append(empty)
+        elif where == "nulls":
+            r["_alias"] = [None, None]
+        else:
+            r["name"] = empty
+        out.append(r)
+    return out
+
+
+def test_dropping_empties_only_when_serialised_ones_show_is_the_full_prune():
+    bundle = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "small" / "bundle.json").read_text())
+    resources = [e["resource"] for e in bundle["entry"]]
+    resources += [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
+    pruned = 0
+    for resource in resources:
+        for variant in _with_empties(resource):
+            full, fast = copy.deepcopy(variant), copy.deepcopy(variant)
+            _prune(full)
+            _drop_empties(fast)
+            assert orjson.dumps(fast) == orjson.dumps(full)
+            pruned += full != variant
+    assert pruned >= 5 * len(resources)

@@ -11,10 +11,10 @@ from functools import lru_cache
 class Settings:
     # SQLite file by default (embedded); a postgresql+psycopg:// URL in production.
     database_url: str = "sqlite:///var/ror.db"
-    # SQLite page cache of each connection of an API process (up to 17: its pool and one reader). Kept small
-    # so that a process stays well under 2 GiB at national scale: measured there, 8 MB or 256 MB per
-    # connection answer searches in the same time (the OS page cache holds the file; docs/storage.md).
-    api_sqlite_cache_mb: int = 32
+    # SQLite page cache of each pooled connection of an API process (up to 16; its one reader of reads by id
+    # keeps 256 MB). Kept small so that a process stays under 2 GiB at national scale: measured there, 8 MB or
+    # 256 MB per connection answer searches in the same time (the OS page cache holds the file; docs/storage.md).
+    api_sqlite_cache_mb: int = 16
     # Public base of the FHIR API as clients see it (behind a proxy). Empty: taken from the request.
     public_base_url: str = ""
     page_size_default: int = 200  # RG_RECH_52 of the IG

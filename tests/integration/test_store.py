@@ -126,12 +126,13 @@ def test_read_by_id_answers_the_latest_commit_from_any_thread_and_holds_no_snaps
         assert busy == 0
 
 
-def test_api_connections_take_the_small_page_cache_and_loaders_the_large_one(tmp_path, monkeypatch):
-    """An API process has up to 17 SQLite connections: each gets ``api_sqlite_cache_mb`` (its memory stays
-    bounded at national scale); other engines (the loaders' single writer) keep the large default."""
+def test_api_connections_take_the_small_page_cache_and_loaders_and_the_reader_the_large_one(tmp_path, monkeypatch):
+    """An API process has up to 16 pooled SQLite connections: each gets ``api_sqlite_cache_mb`` (its memory stays
+    bounded at national scale); its one reader of reads by id, and other engines (the loaders' single writer),
+    keep the large default."""
     from ror import bootstrap
     from ror.settings import Settings
-    from ror.store.engine import make_engine
+    from ror.store.engine import _READERS, dbapi_row_now, make_engine
 
     url = f"sqlite:///{tmp_path / 'cache.db'}"
     engines = []
@@ -142,5 +143,8 @@ def test_api_connections_take_the_small_page_cache_and_loaders_the_large_one(tmp
     for engine in engines:
         with engine.connect() as conn:
             sizes.append(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    dbapi_row_now(engines[0], "SELECT 1")  # the reader of reads by id, made at the first
+    sizes.append(_READERS[engines[0].pool].conn.execute("PRAGMA cache_size").fetchone()[0])
+    for engine in engines:
         engine.dispose()
-    assert sizes == [-8 * 1024, -256 * 1024]
+    assert sizes == [-8 * 1024, -256 * 1024, -256 * 1024]

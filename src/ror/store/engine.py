@@ -184,6 +184,9 @@ class _HeldReader:
         fairy = engine.raw_connection()
         fairy.detach()
         self.conn = fairy.dbapi_connection
+        # Every read by id of the process goes through it: it keeps the large cache whatever the pool's
+        # (docs/storage.md, "SQLite connections and memory").
+        self.conn.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_MB * 1024}")
         self.lock = threading.Lock()
 
     def row(self, sql: str, params: Sequence) -> tuple | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 
 import orjson
 from sqlalchemy import text
@@ -74,3 +75,19 @@ def test_on_sqlite_closing_rows_goes_through_the_resources_own_rows(service):
             plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}",
                                                                          (None,) * marks))
             assert f"ix_{table.name}_pk (pk=? AND until_tx=?)" in plan, (kind, plan)
+
+
+def test_the_live_rows_read_back_are_the_rows_indexed(service):
+    """``live_index_rows`` (SQLite: each table's values from the third column; PostgreSQL: each in its own columns)
+    gives back every table's rows as the indexer made them, for every resource of the dataset, several chunks."""
+    _load_twins(service)
+    with service.engine.connect() as conn:
+        stored = {pk: bytes(body) for pk, body in conn.execute(text("SELECT pk, body FROM resource"))}
+        live = repository.live_index_rows(conn, sorted(stored))
+    assert len(stored) > repository._CHUNK // len(INDEX_TABLES)
+    kinds = set()
+    for pk, body in stored.items():
+        expected = {kind: Counter(rows) for kind, rows in index_rows(orjson.loads(body)).items() if rows}
+        assert {kind: c for kind, c in live[pk].items() if c} == expected, pk
+        kinds |= set(expected)
+    assert kinds == set(INDEX_TABLES)  # every table's layout is checked

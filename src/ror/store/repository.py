@@ -243,23 +243,33 @@ _VALUE_COLUMNS = {kind: [c.name for c in table.columns][1:-2] for kind, table in
 _PK_INDEXES = {kind: next(ix.name for ix in table.indexes if [c.name for c in ix.columns] == ["pk", "until_tx"])
                for kind, table in INDEX_TABLES.items()}
 # Where each table's values are in a row of ``_live_rows_sql`` (after the branch number and the pk):
-# (kind, first, end), by branch number.
+# (kind, first, end), by branch number. On PostgreSQL each table has its own columns of a row as wide as all
+# tables' together; on SQLite every table's values start at the third column.
 _ENDS = list(accumulate((len(cols) for cols in _VALUE_COLUMNS.values()), initial=2))
-_LIVE_SPANS = [(kind, first, end) for kind, first, end in zip(_VALUE_COLUMNS, _ENDS, _ENDS[1:], strict=False)]
+_WIDE_SPANS = [(kind, first, end) for kind, first, end in zip(_VALUE_COLUMNS, _ENDS, _ENDS[1:], strict=False)]
+_NARROW_SPANS = [(kind, 2, 2 + len(cols)) for kind, cols in _VALUE_COLUMNS.items()]
+_NARROW_WIDTH = max(len(cols) for cols in _VALUE_COLUMNS.values())
 
 
 @functools.lru_cache(maxsize=64)
 def _live_rows_sql(dialect: Dialect, n: int) -> str:
     """One statement for the live rows of ``n`` resources in every index table (a PATCH reads them on each
-    write: one statement per table cost 8 round trips). A branch per table fills its own columns and NULL in
-    the others', cast to their types (without collation, which CAST does not take): PostgreSQL resolves the
-    types of a UNION pairwise, and two NULLs would make a text column."""
-    nulls = [f"CAST(NULL AS {re.sub(r' COLLATE .*', '', c.type.compile(dialect=dialect))})"
-             for table in INDEX_TABLES.values() for c in table.columns[1:-2]]
+    write: one statement per table cost 8 round trips), its values where ``_WIDE_SPANS``/``_NARROW_SPANS`` say.
+    On PostgreSQL, which resolves the types of a UNION pairwise, a branch per table fills its own columns and NULL
+    in the others', cast to their types (without collation, which CAST does not take): two NULLs would make a text
+    column. On SQLite, whose columns take any type, every branch puts its values first and pads to the widest
+    table: fetching every table's columns (39) took half the statement's time (0.19 -> 0.08 ms for a place)."""
+    sqlite = dialect.name == "sqlite"
+    nulls = [] if sqlite else [f"CAST(NULL AS {re.sub(r' COLLATE .*', '', c.type.compile(dialect=dialect))})"
+                               for table in INDEX_TABLES.values() for c in table.columns[1:-2]]
     marks = ", ".join(["{p}"] * n)
     branches = []
-    for i, (table, (kind, first, end)) in enumerate(zip(INDEX_TABLES.values(), _LIVE_SPANS, strict=True)):
-        picked = [*nulls[:first - 2], *_VALUE_COLUMNS[kind], *nulls[end - 2:]]
+    for i, (table, (kind, first, end)) in enumerate(zip(INDEX_TABLES.values(), _WIDE_SPANS, strict=True)):
+        own = _VALUE_COLUMNS[kind]
+        if sqlite:
+            picked = [*own, *["NULL"] * (_NARROW_WIDTH - len(own))]
+        else:
+            picked = [*nulls[:first - 2], *own, *nulls[end - 2:]]
         branches.append(f"SELECT {i}, pk, {', '.join(picked)} FROM {table.name} "
                         f"WHERE until_tx = {LIVE_TX} AND pk IN ({marks})")
     return " UNION ALL ".join(branches)
@@ -268,9 +278,10 @@ def _live_rows_sql(dialect: Dialect, n: int) -> str:
 def live_index_rows(conn: Connection, pks: list[int]) -> dict[int, dict[str, Counter]]:
     """The live index rows of resources, per table, as value tuples (without pk and transactions)."""
     live: dict[int, dict[str, Counter]] = {pk: defaultdict(Counter) for pk in pks}
+    spans = _NARROW_SPANS if is_sqlite(conn) else _WIDE_SPANS
     for chunk in _chunks(pks, _CHUNK // len(INDEX_TABLES)):
         for row in dbapi_rows(conn, _live_rows_sql(conn.dialect, len(chunk)), tuple(chunk) * len(INDEX_TABLES)):
-            kind, first, end = _LIVE_SPANS[row[0]]
+            kind, first, end = spans[row[0]]
             live[row[1]][kind][row[first:end]] += 1
     return live
 

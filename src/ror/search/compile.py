@@ -14,7 +14,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import cache, cached_property, partial
 
 from sqlalchemy import (
     ColumnElement,
@@ -98,7 +98,7 @@ class Compiler:
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
         self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query
-        self._driving: tuple[list[_Cond], _Cond | None] | None = None
+        self._driving: tuple[_Cond | None] | None = None  # the driver, once chosen
 
     def rows(self, t) -> list[ColumnElement]:
         """Conditions every index lookup carries: in the snapshot, and seen by the caller's profile."""
@@ -400,7 +400,7 @@ class Compiler:
         window = select(d.c.pk).where(d.c.param == f"{self.plan.rtype}._lastUpdated", visible(d, self.snap),
                                       *([d.c.pk > after_pk] if after_pk is not None else []))
         w = window.order_by(d.c.pk).limit(rows).subquery()
-        conds = self._conditions()
+        conds = self._conds
         shown = [self.vis.shown(self.plan.rtype, w.c.pk)] if self.vis.restricts(self.plan.rtype) else []
         return select(w.c.pk).where(*shown, *[c.test(w.c.pk) for c in conds]).order_by(w.c.pk)
 
@@ -412,9 +412,14 @@ class Compiler:
     def _conditions_and_driver(self, conn: Connection | None) -> tuple[list[_Cond], _Cond | None]:
         """The plan's conditions and the one that drives, chosen once per search (sizing costs a statement)."""
         if self._driving is None:
-            conds = self._conditions()
-            self._driving = conds, self._driver(conds, conn if conn is not None and self.dialect == "sqlite" else None)
-        return self._driving
+            sizing = conn if conn is not None and self.dialect == "sqlite" else None
+            self._driving = (self._driver(self._conds, sizing),)  # a 1-tuple: the driver chosen may be None
+        return self._conds, self._driving[0]
+
+    @cached_property
+    def _conds(self) -> list[_Cond]:
+        """The plan's conditions, built once per search (the page query and the scan test the same ones)."""
+        return self._conditions()
 
     def _conditions(self) -> list[_Cond]:
         singles, groups = self._record_groups()

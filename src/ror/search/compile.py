@@ -87,6 +87,8 @@ class _Cond:
     # the matching resources (no join to their ``_lastUpdated`` row needed); ``unique``: without repeats.
     exact: bool = False
     unique: bool = False
+    # The set is the union of these conditions' sets (a ``_filter`` OR): it has at least as many rows as each.
+    union_of: tuple[_Cond, ...] = ()
 
 
 class Compiler:
@@ -391,7 +393,12 @@ class Compiler:
         _, driver = self._conditions_and_driver(conn)
         if driver is None:
             return True
-        return conn.execute(select(func.count()).select_from(driver.set().limit(n).subquery())).scalar_one() >= n
+        parts = driver.union_of
+        if parts:  # capped counts of the parts first: SQLite reads a UNION whole before its LIMIT applies
+            sizes = conn.execute(select(*[_capped_count(p.set(), n) for p in parts])).one()
+            if max(sizes) >= n or sum(sizes) < n:
+                return max(sizes) >= n
+        return conn.execute(select(_capped_count(driver.set(), n))).scalar_one() >= n
 
     def scan(self, after_pk: int | None, rows: int) -> Select:
         """pks of the matches among the first ``rows`` resources of the type after ``after_pk``, in pk
@@ -441,9 +448,7 @@ class Compiler:
         if len(candidates) < 2 or conn is None:
             return candidates[0] if candidates else None
         samples = [f for c in candidates for f in c.samples]
-        counts = conn.execute(select(*[
-            select(func.count()).select_from(f().limit(_SIZE_CAP).subquery()).scalar_subquery() for f in samples
-        ])).one()
+        counts = conn.execute(select(*[_capped_count(f(), _SIZE_CAP) for f in samples])).one()
         sizes = {id(f): n for f, n in zip(samples, counts, strict=True)}
         return min(candidates, key=lambda c: c.size(sizes))
 
@@ -475,7 +480,8 @@ class Compiler:
         if any(i.set is None for i in items):
             return _Cond(test)
         return _Cond(test, lambda: combine(*[i.set() for i in items]), [s for i in items for s in i.samples],
-                     lambda sizes: size(i.size(sizes) for i in items), all(i.exact for i in items), True)
+                     lambda sizes: size(i.size(sizes) for i in items), all(i.exact for i in items), True,
+                     () if both else tuple(items))
 
     def _record_groups(self) -> tuple[list[Criterion], list[list[Criterion]]]:
         """With ``_same-record=true``, criteria on the same record extension (capacity, price,
@@ -542,6 +548,11 @@ class Compiler:
 
     def plan_param(self, code: str):
         return registry().get(self.plan.rtype, code)
+
+
+def _capped_count(rows: Select, n: int) -> ColumnElement:
+    """The number of rows of ``rows``, counted up to ``n``."""
+    return select(func.count()).select_from(rows.limit(n).subquery()).scalar_subquery()
 
 
 def _table_for(ptype: str):

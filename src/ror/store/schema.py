@@ -124,6 +124,9 @@ idx_quantity = _index_table("idx_quantity", Column("value", Float, nullable=Fals
                             lookup=("value", "code"))
 idx_geo = _index_table("idx_geo", Column("lat", Float, nullable=False), Column("lon", Float, nullable=False),
                        lookup=("lat", "lon"))
+# A resource's coordinates read from an index alone: the geographic test of each offer found by another
+# criterion (`location.near…`, chained) visited the table for every place (0010).
+Index("ix_idx_geo_pk_point", idx_geo.c.pk, idx_geo.c.until_tx, idx_geo.c.param, idx_geo.c.lat, idx_geo.c.lon)
 idx_text = _index_table("idx_text", Column("content", Text, nullable=False), lookup=())
 
 INDEX_TABLES = {

@@ -89,3 +89,25 @@ def test_a_changed_line_updates_and_a_bad_line_is_reported(service, ndjson, batc
     assert len(rejected) == 1 and rejected[0].where.endswith(":52") and "invalid JSON" in rejected[0].reason
     with pytest.raises(InputFileError, match=":52: invalid JSON"):
         load(service.engine, ndjson, batch_size=batch_size)
+
+
+def test_known_lines_are_looked_up_in_indexes_alone(service, ndjson):
+    """A reload's look-up of a line reads the fingerprint's digest index and the resource's content index,
+    never the resource's row (its page holds the body: the cold reads of a national reload)."""
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("the plan checked is SQLite's")
+    load(service.engine, ndjson)
+    seen = []
+    real = bulk.dbapi_rows
+
+    def spy(conn, sql, params=()):
+        seen.append(conn.connection.driver_connection.execute(
+            "EXPLAIN QUERY PLAN " + sql.replace("{p}", "?"), params).fetchall())
+        return real(conn, sql, params)
+    digests = {bytes(16)}
+    with service.engine.connect() as conn, pytest.MonkeyPatch.context() as m:
+        m.setattr(bulk, "dbapi_rows", spy)
+        assert bulk._unchanged(conn, digests) == set()
+    steps = [row[-1] for row in seen[0]]
+    assert any(s.startswith("SEARCH f USING COVERING INDEX ix_load_fingerprint_digest") for s in steps), steps
+    assert any(s.startswith("SEARCH r USING COVERING INDEX ix_resource_content") for s in steps), steps

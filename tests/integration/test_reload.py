@@ -3,14 +3,16 @@ resource has changed since (by the API, a feed or another file)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ror.errors import InputFileError
 from ror.fhir.files import Line, Rejected, read_items
 from ror.store import bulk
-from ror.store.schema import resource_version
+from ror.store.schema import load_fingerprint, resource_version
 from tests.conftest import FIXTURES
 
 
@@ -111,3 +113,22 @@ def test_known_lines_are_looked_up_in_indexes_alone(service, ndjson):
     steps = [row[-1] for row in seen[0]]
     assert any(s.startswith("SEARCH f USING COVERING INDEX ix_load_fingerprint_digest") for s in steps), steps
     assert any(s.startswith("SEARCH r USING COVERING INDEX ix_resource_content") for s in steps), steps
+
+
+@pytest.mark.parametrize("batch_size", BATCHES)
+def test_fingerprints_recorded_with_blake2b_are_recognised_then_re_recorded(service, ndjson, parsed, batch_size):
+    """Fingerprints recorded by the versions that digested lines with BLAKE2b: the first reload after the change
+    still skips their lines unparsed, and records them under the SHA-256 digest the next reload looks up."""
+    lines = [item.raw for item in read_items(ndjson)]
+    load(service.engine, ndjson, batch_size=batch_size)
+    with service.engine.begin() as conn:
+        for raw in lines:
+            conn.execute(update(load_fingerprint).where(load_fingerprint.c.digest == bulk._digest(raw))
+                         .values(digest=hashlib.blake2b(raw, digest_size=16).digest()))
+    with service.engine.connect() as conn:
+        assert bulk._unchanged(conn, {bulk._digest(raw) for raw in lines}) == set()
+    assert load(service.engine, ndjson, batch_size=batch_size) == {"unchanged": 51} and len(parsed()) == 51
+    assert versions(service.engine) == 0
+    with service.engine.connect() as conn:
+        assert bulk._unchanged(conn, {bulk._digest(raw) for raw in lines}) == {bulk._digest(raw) for raw in lines}
+    assert load(service.engine, ndjson, batch_size=batch_size) == {"unchanged": 51} and len(parsed()) == 51

@@ -57,7 +57,7 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
     with (_gc_paused(), _Preparer(many, first_load, keep_last_updated) as preparer,
           _session(engine, first_load) as session):
         for batch in preparer.ahead(session, batches):
-            if batch.unchanged:  # nothing to write: no write transaction (nor, on SQLite, the write lock)
+            if batch.unchanged and not batch.relabel:  # no write transaction (nor, on SQLite, the write lock)
                 done = Counter(unchanged=len(batch.items))
             else:
                 with session.writing() as conn:
@@ -159,6 +159,7 @@ class _Batch:
     items: list[dict | Line]
     digests: dict[int, bytes]  # position of each line in items -> its digest
     known: set[bytes]  # digests of lines whose resource still has the content they gave
+    relabel: dict[bytes, bytes]  # digest of a known line -> the earlier digest its fingerprint has (``_known_before``)
     prepared: Callable[[], list[repository.Prepared | Rejected]]  # the other lines', in order
 
     @property
@@ -209,16 +210,17 @@ class _Preparer:
         yield from pending
 
     def _start(self, conn: Connection, items: list[dict | Line]) -> _Batch:
-        digests = {i: hashlib.blake2b(item.raw, digest_size=16).digest()
-                   for i, item in enumerate(items) if isinstance(item, Line)}
+        digests = {i: _digest(item.raw) for i, item in enumerate(items) if isinstance(item, Line)}
         known = _unchanged(conn, set(digests.values()))
+        relabel = _known_before(conn, {d: items[i].raw for i, d in digests.items() if d not in known})
+        known |= relabel.keys()
         todo = [items[i] for i, digest in digests.items() if digest not in known]
         pool = self._workers() if todo else None
         if pool is None:
-            return _Batch(items, digests, known, lambda: [_prepare(line) for line in todo])
+            return _Batch(items, digests, known, relabel, lambda: [_prepare(line) for line in todo])
         jobs = [pool.apply_async(_prepare_in_worker, (todo[i:i + _JOB], self.keep_last_updated))
                 for i in range(0, len(todo), _JOB)]
-        return _Batch(items, digests, known, lambda: list(chain.from_iterable(j.get() for j in jobs)))
+        return _Batch(items, digests, known, relabel, lambda: list(chain.from_iterable(j.get() for j in jobs)))
 
 
 def _prepare(line: Line) -> repository.Prepared | Rejected:
@@ -244,6 +246,8 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
     done: Counter = Counter()
     prepared: list[repository.Prepared] = []
     fingerprinted: dict[tuple[str, str], bytes] = {}
+    if batch.relabel:
+        dbapi_many(conn, "UPDATE load_fingerprint SET digest = {p} WHERE digest = {p}", list(batch.relabel.items()))
     from_lines = iter(batch.prepared())
     for i, item in enumerate(batch.items):
         if isinstance(item, Line):
@@ -276,6 +280,24 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
 
 _REMEMBER = ("INSERT INTO load_fingerprint (pk, digest, content_hash) VALUES ({p}, {p}, {p}) ON CONFLICT (pk) "
              "DO UPDATE SET digest = excluded.digest, content_hash = excluded.content_hash")
+
+
+def _digest(raw: bytes) -> bytes:
+    """A line's fingerprint: SHA-256, truncated to 128 bits. With the CPU's SHA extensions it digests faster
+    than BLAKE2b here (3.1 against 5.2 µs for a national line of 3.3 KB: ≈ 6 s of the ≈ 52 s of CPU of a
+    national no-op reload)."""
+    return hashlib.sha256(raw).digest()[:16]
+
+
+def _known_before(conn: Connection, lines: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """Among ``lines`` (digest -> raw line) not known by their digest, those known by the BLAKE2b digest that
+    versions before SHA-256 recorded (digest -> that one): skipped all the same, their fingerprints re-recorded
+    under the new digest (``_write``), so that the first reload after the change does not parse every line
+    again. Changed lines pay one more digest and look-up; once every fingerprint is re-recorded, that is all."""
+    if not lines:
+        return {}
+    earlier = {hashlib.blake2b(raw, digest_size=16).digest(): d for d, raw in lines.items()}
+    return {earlier[e]: e for e in _unchanged(conn, set(earlier))}
 
 
 def _unchanged(conn: Connection, digests: set[bytes]) -> set[bytes]:

@@ -174,12 +174,13 @@ class _Preparer:
     once, with everything imported) when a batch first has lines to prepare, or, for a first load, before
     its transaction and writer lock exist, which they would otherwise inherit."""
 
-    def __init__(self, many: bool, eager: bool, keep_last_updated: bool):
+    def __init__(self, many: bool, first_load: bool, keep_last_updated: bool):
         self.keep_last_updated = keep_last_updated
         # One worker per CPU but the one this process writes on: writing is the longer part (measured).
         self.workers = len(os.sched_getaffinity(0)) - 1 if many else 0
         self.pool = None
-        if eager:
+        self.first_load = first_load  # into an empty store: no line is looked up, none can be known
+        if first_load:
             self._workers()
 
     def _workers(self):
@@ -211,9 +212,12 @@ class _Preparer:
 
     def _start(self, conn: Connection, items: list[dict | Line]) -> _Batch:
         digests = {i: _digest(item.raw) for i, item in enumerate(items) if isinstance(item, Line)}
-        known = _unchanged(conn, set(digests.values()))
-        relabel = _known_before(conn, {d: items[i].raw for i, d in digests.items() if d not in known})
-        known |= relabel.keys()
+        known: set[bytes] = set()
+        relabel: dict[bytes, bytes] = {}
+        if not self.first_load:
+            known = _unchanged(conn, set(digests.values()))
+            relabel = _known_before(conn, {d: items[i].raw for i, d in digests.items() if d not in known})
+            known |= relabel.keys()
         todo = [items[i] for i, digest in digests.items() if digest not in known]
         pool = self._workers() if todo else None
         if pool is None:

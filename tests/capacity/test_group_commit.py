@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from ror.capacity import history
 from ror.errors import NotFound
@@ -145,3 +146,83 @@ def test_concurrent_suppliers_with_failures_lose_nothing(service):
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(run, jobs)) == [expected for _, _, expected in jobs]
     assert_history_chains(service, PLACES, range(100, 130))
+
+
+def test_the_leader_prepares_the_writes_of_its_group_at_once_before_the_write_transaction(service, transactions):
+    """The ``prepare`` step of queued writes is called by the thread leading their group, once for all the writes
+    that share it (in queue order), before the group's write transaction; one that fails fails only its writes."""
+    calls: list[tuple[int, list, int]] = []  # (thread, works, write transactions opened so far)
+
+    def prepare(works):
+        calls.append((threading.get_ident(), list(works), len(transactions)))
+
+    def failing(works):
+        raise RuntimeError("cannot prepare")
+
+    works = [lambda conn, i=i: i for i in range(4)]
+    steps = [prepare, failing, prepare, None]
+
+    def job(i: int):
+        return lambda: (threading.get_ident(), group_commit.grouped_write(service.engine, works[i], None, steps[i]))
+
+    outcomes = _queued_behind_a_write(service, [job(i) for i in range(4)])
+    assert [o[1] if isinstance(o, tuple) else str(o) for o in outcomes] == [0, "cannot prepare", 2, 3]
+    assert len(calls) == 1
+    leader, prepared, opened = calls[0]
+    assert prepared == [works[0], works[2]]
+    assert opened == 1  # the held write's transaction only: the group's opens after
+    assert len(transactions) == 2
+    assert leader in {o[0] for o in outcomes if isinstance(o, tuple)}  # one of the queued callers computed them
+
+
+def test_queued_patches_are_computed_by_one_thread_in_one_read_transaction(service, transactions, monkeypatch):
+    """Single PATCHes queued together are computed ahead by the thread leading their group, one after the other
+    in one read transaction, not each by its caller's thread; they are then written as one batch."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    computed: list[tuple[int, int]] = []  # (thread, read connection)
+    real = service._patched
+
+    def patched(conn, *args, **kwargs):
+        computed.append((threading.get_ident(), id(conn)))
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(service, "_patched", patched)
+
+    def patch(ident, status, gender, nb):
+        body = json.dumps(op("replace", path(status, gender), capacity(status, nb, gender))).encode()
+        return lambda: service.conditional_patch("Location", [("identifier", ident)], body, FHIR, "http://t").status
+
+    outcomes = _queued_behind_a_write(service, [patch(ident, status, gender, 50 + k)
+                                                for k, (ident, (status, gender)) in enumerate(PLACES.items())])
+    assert outcomes == [200] * len(PLACES)
+    assert len(computed) == len(PLACES) and len(set(computed)) == 1  # no PATCH computed again under the lock
+    assert len(transactions) == 2
+
+
+def test_a_database_error_while_computing_ahead_leaves_the_patches_to_the_write_lock(service, transactions,
+                                                                                    monkeypatch, caplog):
+    """If the read fails while a group's PATCHes are computed ahead, those not computed yet are computed under the
+    write lock, each alone: every PATCH is still applied once, and the history stays exact."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    real = service._ahead
+    seen: list[int] = []
+
+    def ahead(conn, *args):
+        seen.append(1)
+        if len(seen) == 2:
+            raise OperationalError("SELECT …", {}, RuntimeError("disk I/O error"))
+        return real(conn, *args)
+
+    monkeypatch.setattr(service, "_ahead", ahead)
+
+    def patch(ident, status, gender, nb):
+        body = json.dumps(op("replace", path(status, gender), capacity(status, nb, gender))).encode()
+        return lambda: service.conditional_patch("Location", [("identifier", ident)], body, FHIR, "http://t").status
+
+    outcomes = _queued_behind_a_write(service, [patch(ident, status, gender, 70)
+                                                for ident, (status, gender) in PLACES.items()])
+    assert outcomes == [200] * len(PLACES)
+    assert len(seen) == 2  # the others were not computed ahead
+    assert "not computed ahead" in caplog.text
+    assert len(transactions) == 2
+    assert_history_chains(service, PLACES, [70])

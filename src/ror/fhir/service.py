@@ -49,7 +49,7 @@ from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
 from ror.store.engine import current_tx, dbapi_rows, is_sqlite
-from ror.store.group_commit import Together, grouped_write
+from ror.store.group_commit import Prepare, Together, grouped_write
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 
@@ -175,14 +175,17 @@ class _AheadEntry:
 
 @dataclass
 class _PatchWrite:
-    """A single PATCH queued for the writer (``grouped_write``): ``alone`` applies it by itself; computed
-    ``ahead``, it can be written in one batch with the other PATCHes of its group (``_patches_together``)."""
+    """A single PATCH queued for the writer (``grouped_write``). ``prepare`` computes it ahead of the write lock
+    (``ahead``: None if that failed, judged again under the lock), called by the thread leading its group
+    (``_prepare_patches``); computed ahead, it can be written in one batch with the other PATCHes of its group
+    (``_patches_together``), else ``alone`` applies it by itself, with ``ahead`` if still current."""
 
-    alone: Callable[[Connection], Response]
-    ahead: _AheadEntry | None
+    alone: Callable[[Connection, _AheadEntry | None], Response]
+    prepare: Callable[[Connection], _AheadEntry | None]
+    ahead: _AheadEntry | None = None
 
     def __call__(self, conn: Connection) -> Response:
-        return self.alone(conn)
+        return self.alone(conn, self.ahead)
 
 
 class FhirService:
@@ -203,13 +206,14 @@ class FhirService:
         else:
             raise_if_errors(self.validator.validate(res, conn))
 
-    def _write(self, work: Callable[[Connection], Response], together: Together | None = None) -> Response:
-        """``work`` in a write transaction, shared with the writes queued at the same time (``grouped_write``);
-        run again when PostgreSQL chose it as the victim of a deadlock or of a serialisation failure (two
-        transactions locking the same resources in different orders)."""
+    def _write(self, work: Callable[[Connection], Response], together: Together | None = None,
+               prepare: Prepare | None = None) -> Response:
+        """``work`` in a write transaction, shared with the writes queued at the same time (``grouped_write``,
+        ``prepare`` first); run again when PostgreSQL chose it as the victim of a deadlock or of a serialisation
+        failure (two transactions locking the same resources in different orders)."""
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                return grouped_write(self.engine, work, together)
+                return grouped_write(self.engine, work, together, prepare)
             except Exception as e:
                 code = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
                 if code not in ("40P01", "40001") or attempt == _WRITE_ATTEMPTS - 1:
@@ -317,10 +321,7 @@ class FhirService:
         check_type(rtype)
         check_id(rid)
         patcher = self._patcher(raw, content_type, rtype)
-        expected = parse_if_match(if_match)
-        ahead = self._ahead(rtype, lambda conn: rid, patcher, caller)
-        return self._write_patch(lambda conn: self._patch(conn, rtype, rid, patcher, base, expected, caller,
-                                                          ahead=ahead), rtype, None, expected, ahead, caller, base)
+        return self._write_patch(rtype, lambda conn: rid, None, patcher, parse_if_match(if_match), caller, base)
 
     def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
                           base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
@@ -328,46 +329,61 @@ class FhirService:
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
         patcher = self._patcher(raw, content_type, rtype)
-        expected = parse_if_match(if_match)
-        ahead = self._ahead(rtype, lambda conn: self._single_match(conn, rtype, pairs), patcher, caller)
-        return self._write_patch(lambda conn: self._patch(conn, rtype, self._single_match(conn, rtype, pairs),
-                                                          patcher, base, expected, caller, ahead=ahead),
-                                 rtype, pairs, expected, ahead, caller, base)
+        return self._write_patch(rtype, lambda conn: self._single_match(conn, rtype, pairs), pairs, patcher,
+                                 parse_if_match(if_match), caller, base)
 
-    def _write_patch(self, alone: Callable[[Connection], Response], rtype: str, pairs: list[tuple[str, str]] | None,
-                     expected: int | None, ahead: _Patched | None, caller: Caller, base: str) -> Response:
-        """A single PATCH written: with the others of its group in one batch if computed ahead, else alone."""
-        if ahead is None:
-            return self._write(alone)
-        entry = _AheadEntry(0, rtype, pairs, expected, ahead, caller, base)
-        return self._write(_PatchWrite(alone, entry), self._patches_together)
+    def _write_patch(self, rtype: str, target: Callable[[Connection], str], pairs: list[tuple[str, str]] | None,
+                     patcher, expected: int | None, caller: Caller, base: str) -> Response:
+        """A single PATCH: computed ahead by the thread leading its write group, then written with the others of
+        the group in one batch, or alone (``_PatchWrite``)."""
+        def prepare(conn: Connection) -> _AheadEntry | None:
+            ahead = self._ahead(conn, rtype, target, patcher, caller)
+            return None if ahead is None else _AheadEntry(0, rtype, pairs, expected, ahead, caller, base)
+
+        def alone(conn: Connection, ahead: _AheadEntry | None) -> Response:
+            return self._patch(conn, rtype, target(conn), patcher, base, expected, caller,
+                               ahead=ahead.patched if ahead else None)
+
+        return self._write(_PatchWrite(alone, prepare), self._patches_together, self._prepare_patches)
+
+    def _prepare_patches(self, writes: list[_PatchWrite]) -> None:
+        """The PATCHes of a write group computed ahead, one after the other, in one read transaction. If the
+        database fails there, the PATCHes not computed yet are computed under the write lock, each alone, where
+        the error is reported to its own write."""
+        try:
+            with self._reading() as conn:
+                for w in writes:
+                    w.ahead = w.prepare(conn)
+        except Exception:
+            log.warning("PATCHes not computed ahead of the write lock", exc_info=True)
 
     def _patches_together(self, conn: Connection, writes: list[_PatchWrite]) -> list[Response | None]:
         """The PATCHes of a write group computed ahead, written in one batch (as a Bundle's are): those whose
         target is still the one matched, at the version patched, with If-Match holding, one per resource. None
         for the others, which the group applies alone afterwards (redone on the version they then find)."""
-        ahead = [w.ahead for w in writes]
-        current, fresh = self._still_current(conn, ahead)
+        computed = [i for i, w in enumerate(writes) if w.ahead is not None]
+        current, fresh = self._still_current(conn, [writes[i].ahead for i in computed])
         batch: dict[tuple[str, str], int] = {}
-        for i, (a, ok) in enumerate(zip(ahead, fresh, strict=True)):
+        for i, ok in zip(computed, fresh, strict=True):
+            a = writes[i].ahead
             if ok and (a.expected is None or a.expected == a.patched.version):
                 batch.setdefault((a.rtype, a.patched.rid), i)
         out: list[Response | None] = [None] * len(writes)
-        for i, response in zip(batch.values(), self._write_prepared(conn, [ahead[i] for i in batch.values()],
-                                                                      current), strict=True):
-            out[i] = response
+        if batch:
+            for i, response in zip(batch.values(), self._write_prepared(
+                    conn, [writes[i].ahead for i in batch.values()], current), strict=True):
+                out[i] = response
         return out
 
-    def _ahead(self, rtype: str, target: Callable[[Connection], str], patcher, caller: Caller) -> _Patched | None:
+    def _ahead(self, conn: Connection, rtype: str, target: Callable[[Connection], str], patcher,
+               caller: Caller) -> _Patched | None:
         """The patch computed on the current version before taking the write lock, so that the worker
         processes of a server patch, check and validate in parallel and hold the lock only to write;
         used if the version is still current under the lock (optimistic concurrency), else redone."""
-        with self._reading() as conn:
-            try:
-                rid = target(conn)
-                return self._patched(conn, rtype, rid, patcher, caller, None)
-            except RorError:  # judged again under the lock, on the version it will be applied to
-                return None
+        try:
+            return self._patched(conn, rtype, target(conn), patcher, caller, None)
+        except RorError:  # judged again under the lock, on the version it will be applied to
+            return None
 
     def _single_match(self, conn: Connection, rtype: str, pairs: list[tuple[str, str]]) -> str:
         """The one resource a conditional write targets, looked up with full visibility: what the

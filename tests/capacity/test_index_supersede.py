@@ -13,11 +13,13 @@ import orjson
 from sqlalchemy import text
 
 from ror.fhir.files import read_resources
+from ror.profiles.access import ALL
 from ror.store import bulk, repository
 from ror.store.indexer import index_rows
 from ror.store.schema import INDEX_TABLES, LIVE_TX
 from tests.capacity.test_protocol import FHIR, capacity, op, path
 from tests.conftest import FIXTURES
+from tests.integration.test_store import location
 
 TWINS = 30
 
@@ -91,3 +93,29 @@ def test_the_live_rows_read_back_are_the_rows_indexed(service):
         assert {kind: c for kind, c in live[pk].items() if c} == expected, pk
         kinds |= set(expected)
     assert kinds == set(INDEX_TABLES)  # every table's layout is checked
+
+
+def test_live_rows_come_packed_on_sqlite_and_reals_stay_exact(service, monkeypatch):
+    """On SQLite the live rows of the tables without a REAL column nor long text come packed in one row (the sqlite3
+    module releases the GIL for each row fetched); those with a REAL column come as rows, exact to the last digit
+    (SQLite's JSON prints 15 digits: 0.1 + 0.2 would come back as 0.3)."""
+    res = {**location(), "position": {"latitude": 0.1 + 0.2, "longitude": 1 / 3}}
+    with service.engine.begin() as conn:
+        written = repository.write_batch(conn, [repository.prepare(res)])[0]
+    fetched: list[int] = []
+    real = repository.dbapi_rows
+
+    def counted(conn, sql, params=()):
+        rows = real(conn, sql, params)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(repository, "dbapi_rows", counted)
+    with service.engine.connect() as conn:
+        live = repository.live_index_rows(conn, [written.pk])[written.pk]
+    expected = {kind: Counter(rows) for kind, rows in index_rows(orjson.loads(written.body)).items() if rows}
+    assert {kind: c for kind, c in live.items() if c} == expected
+    assert expected["geo"] == Counter([("Location.near", 0.1 + 0.2, 1 / 3, 0, ALL)])
+    if service.engine.dialect.name == "sqlite":
+        unpacked = sum(len(rows) for kind, rows in expected.items() if kind not in repository._PACKED_KINDS)
+        assert len(expected["token"]) > 1 and fetched == [1 + unpacked]

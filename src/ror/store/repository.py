@@ -251,6 +251,14 @@ _NARROW_SPANS = [(kind, 2, 2 + len(cols)) for kind, cols in _VALUE_COLUMNS.items
 _NARROW_WIDTH = max(len(cols) for cols in _VALUE_COLUMNS.values())
 
 
+# The index tables whose rows come packed on SQLite (``_live_rows_sql``): not those with a REAL column, which
+# SQLite's JSON functions print to 15 digits only (0.1 + 0.2 comes back as 0.3), nor the text table (one row of up
+# to 4,000 characters per resource, which JSON would escape for nothing).
+_PACKED_KINDS = frozenset(kind for kind, table in INDEX_TABLES.items() if kind != "text"
+                          and not any(c.type.python_type is float for c in table.columns[1:-2]))
+_PACKED = -1  # branch number of the row holding the packed rows
+
+
 @functools.lru_cache(maxsize=64)
 def _live_rows_sql(dialect: Dialect, n: int) -> str:
     """One statement for the live rows of ``n`` resources in every index table (a PATCH reads them on each
@@ -258,20 +266,28 @@ def _live_rows_sql(dialect: Dialect, n: int) -> str:
     On PostgreSQL, which resolves the types of a UNION pairwise, a branch per table fills its own columns and NULL
     in the others', cast to their types (without collation, which CAST does not take): two NULLs would make a text
     column. On SQLite, whose columns take any type, every branch puts its values first and pads to the widest
-    table: fetching every table's columns (39) took half the statement's time (0.19 -> 0.08 ms for a place)."""
+    table: fetching every table's columns (39) took half the statement's time (0.19 -> 0.08 ms for a place).
+    There, the rows of most tables (``_PACKED_KINDS``) come packed in one row (``_PACKED``, its third column a JSON
+    array of their rows, each laid out as the others): the sqlite3 module releases the GIL for every row
+    fetched, and with other threads waiting for it each row cost two thread switches (~36 rows for a place)."""
     sqlite = dialect.name == "sqlite"
     nulls = [] if sqlite else [f"CAST(NULL AS {re.sub(r' COLLATE .*', '', c.type.compile(dialect=dialect))})"
                                for table in INDEX_TABLES.values() for c in table.columns[1:-2]]
     marks = ", ".join(["{p}"] * n)
-    branches = []
+    branches, packed = [], []
     for i, (table, (kind, first, end)) in enumerate(zip(INDEX_TABLES.values(), _WIDE_SPANS, strict=True)):
         own = _VALUE_COLUMNS[kind]
         if sqlite:
             picked = [*own, *["NULL"] * (_NARROW_WIDTH - len(own))]
         else:
             picked = [*nulls[:first - 2], *own, *nulls[end - 2:]]
-        branches.append(f"SELECT {i}, pk, {', '.join(picked)} FROM {table.name} "
-                        f"WHERE until_tx = {LIVE_TX} AND pk IN ({marks})")
+        values = ", ".join(f"{c} AS v{k}" for k, c in enumerate(picked))
+        (packed if sqlite and kind in _PACKED_KINDS else branches).append(
+            f"SELECT {i} AS b, pk, {values} FROM {table.name} WHERE until_tx = {LIVE_TX} AND pk IN ({marks})")
+    if packed:
+        columns = ", ".join(f"v{k}" for k in range(_NARROW_WIDTH))
+        branches.append(f"SELECT {_PACKED}, NULL, json_group_array(json_array(b, pk, {columns})), "
+                        f"{', '.join(['NULL'] * (_NARROW_WIDTH - 1))} FROM ({' UNION ALL '.join(packed)})")
     return " UNION ALL ".join(branches)
 
 
@@ -280,9 +296,10 @@ def live_index_rows(conn: Connection, pks: list[int]) -> dict[int, dict[str, Cou
     live: dict[int, dict[str, Counter]] = {pk: defaultdict(Counter) for pk in pks}
     spans = _NARROW_SPANS if is_sqlite(conn) else _WIDE_SPANS
     for chunk in _chunks(pks, _CHUNK // len(INDEX_TABLES)):
-        for row in dbapi_rows(conn, _live_rows_sql(conn.dialect, len(chunk)), tuple(chunk) * len(INDEX_TABLES)):
-            kind, first, end = spans[row[0]]
-            live[row[1]][kind][row[first:end]] += 1
+        for got in dbapi_rows(conn, _live_rows_sql(conn.dialect, len(chunk)), tuple(chunk) * len(INDEX_TABLES)):
+            for row in orjson.loads(got[2]) if got[0] == _PACKED else (got,):
+                kind, first, end = spans[row[0]]
+                live[row[1]][kind][tuple(row[first:end])] += 1
     return live
 
 

@@ -57,8 +57,9 @@ def dataset(n: int) -> list[dict]:
     return out
 
 
-def server_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by the server process ``pid`` and its worker processes."""
+def server_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by the server process ``pid`` and by each of its worker processes
+    (with their own children), by pid."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for d in Path("/proc").iterdir():
@@ -69,13 +70,20 @@ def server_cpu_s(pid: int) -> float:
                 continue
             stats[int(d.name)] = fields
             children.setdefault(int(fields[1]), []).append(int(d.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += int(stats[p][11]) + int(stats[p][12])  # utime, stime (fields 14 and 15 of stat)
-        todo += children.get(p, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    clock = os.sysconf("SC_CLK_TCK")
+
+    def used(p: int) -> float:
+        return (int(stats[p][11]) + int(stats[p][12])) / clock if p in stats else 0.0  # utime, stime (14, 15)
+
+    def tree(root: int) -> float:
+        total, todo = 0.0, [root]
+        while todo:
+            p = todo.pop()
+            total += used(p)
+            todo += children.get(p, [])
+        return total
+
+    return {pid: used(pid)} | {w: tree(w) for w in children.get(pid, [])}
 
 
 def throughput(base: str, places: int, seconds: float, concurrency: int, tmp: Path) -> dict:
@@ -181,8 +189,14 @@ def main() -> None:
             cpu.append(server_cpu_s(server.pid))
             result |= batches(base, args.places, args.seconds, 200, args.batch_clients)
             cpu.append(server_cpu_s(server.pid))
-            result["server_cpu_ms_per_patch"] = round((cpu[1] - cpu[0]) * 1000 / max(result["patches"], 1), 2)
-            result["batch_server_cpu_ms_per_patch"] = round((cpu[2] - cpu[1]) * 1000 / result.pop("batch_patches"), 2)
+            spent = [{p: cpu[i + 1].get(p, 0.0) - used for p, used in cpu[i].items()} for i in (0, 1)]
+            result["server_cpu_ms_per_patch"] = round(sum(spent[0].values()) * 1000 / max(result["patches"], 1), 2)
+            result["batch_server_cpu_ms_per_patch"] = round(sum(spent[1].values()) * 1000
+                                                            / result.pop("batch_patches"), 2)
+            # The kernel hands wrk's connections to the workers unevenly (7 and 1, or 4 and 4): the share of the
+            # PATCH phase's CPU each worker took tells which it was.
+            result["worker_cpu_shares"] = sorted((round(t / max(sum(spent[0].values()), 1e-9), 2)
+                                                  for p, t in spent[0].items() if p != server.pid), reverse=True)
             result["load_average"] = f"{load:.1f}-{os.getloadavg()[0]:.1f}"
             result |= visibility(base, args.places)
         finally:

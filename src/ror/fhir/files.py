@@ -14,6 +14,7 @@ from ror.profiles.searchparams import RESOURCE_TYPES
 
 _READ_BUFFER = 1 << 20
 
+
 @dataclass
 class Rejected:
     where: str  # "file:line" or "file#entry[n]"
@@ -97,7 +98,7 @@ def read_items(path: Path) -> Iterator[dict | Line | Rejected]:
 def _ndjson(path: Path) -> Iterator[Line]:
     name = str(path)
     # A 1 MB buffer: with the default 8 KB, lines of a few KB are read three times slower (0.9 against 0.3 s
-    # for one national region's 324,095 lines; a sixth of a no-op reload's CPU).
+    # for one national region's 324,095 lines; a fifth of a no-op reload's CPU).
     with path.open("rb", buffering=_READ_BUFFER) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()

@@ -408,13 +408,13 @@ class Compiler:
         subquery: SQLite then streams the type's rows in pk order and stops at the page's last match,
         where it tested every row of the subquery first (national offers: 18.6 → 4.8 ms a page)."""
         d, w = self.vis.alias(idx_date), self.vis.alias(idx_date)
-        key = f"{self.plan.rtype}._lastUpdated"
-        after = [d.c.pk > after_pk] if after_pk is not None else []
-        last = (select(d.c.pk).where(d.c.param == key, visible(d, self.snap), *after)
-                .order_by(d.c.pk).limit(1).offset(rows - 1).scalar_subquery())
+
+        def rows_after(t) -> list[ColumnElement]:
+            return [t.c.param == f"{self.plan.rtype}._lastUpdated", visible(t, self.snap),
+                    *([t.c.pk > after_pk] if after_pk is not None else [])]
+        last = select(d.c.pk).where(*rows_after(d)).order_by(d.c.pk).limit(1).offset(rows - 1).scalar_subquery()
         # Fewer than ``rows`` rows left: the window is the rest of the type.
-        window = [w.c.param == key, visible(w, self.snap), w.c.pk <= func.coalesce(last, _PK_MAX),
-                  *([w.c.pk > after_pk] if after_pk is not None else [])]
+        window = [*rows_after(w), w.c.pk <= func.coalesce(last, _PK_MAX)]
         shown = [self.vis.shown(self.plan.rtype, w.c.pk)] if self.vis.restricts(self.plan.rtype) else []
         return select(w.c.pk).where(*window, *shown, *[c.test(w.c.pk) for c in self._conds]).order_by(w.c.pk)
 

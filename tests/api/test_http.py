@@ -264,3 +264,41 @@ def test_an_unexpected_failure_of_a_read_is_a_500_operation_outcome(service, mon
     assert r.status_code == 500 and r.headers["content-type"].startswith(FHIR)
     assert r.json()["issue"][0]["code"] == "exception" and "database gone" not in r.text
     assert "unexpected error on GET /fhir/Location/any" in caplog.text
+
+
+def test_patches_skip_starlettes_router_with_the_same_answers(service, monkeypatch, caplog):
+    """PATCHes of the store's types take the FastPatches path, before Starlette's router and error handler: the
+    same answers as through them (404, 415, a 500 OperationOutcome for an unexpected failure); others go on."""
+    from ror.api.app import FastPatches, create_app
+    from tests.access.test_security import call
+
+    app = create_app(service, service.settings)
+    fast = app.app.app
+    assert isinstance(fast, FastPatches)
+    routed, inner = [], fast.app
+
+    async def router(scope, receive, send):
+        routed.append((scope["method"], scope["path"]))
+        await inner(scope, receive, send)
+
+    fast.app = router
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database gone")
+
+    try:
+        body = json.dumps({"resourceType": "Parameters", "parameter": []})
+        r = call(app, "PATCH", "/fhir/Location?identifier=nope", content=body, headers={"Content-Type": FHIR})
+        assert r.status_code == 404 and r.json()["issue"][0]["expression"] == ["Location"]
+        r = call(app, "PATCH", "/fhir/Location/any", content=body, headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and r.json()["issue"][0]["code"] == "not-supported"
+        r = call(app, "PATCH", "/fhir/CodeSystem/any", content=body, headers={"Content-Type": FHIR})
+        assert r.status_code == 405
+        monkeypatch.setattr(service, "conditional_patch_soon", broken)
+        r = call(app, "PATCH", "/fhir/Location?identifier=any", content=body, headers={"Content-Type": FHIR})
+    finally:
+        app.trust.audit.close()  # its writer thread must not outlive the test's database
+    assert r.status_code == 500 and r.headers["content-type"].startswith(FHIR)
+    assert r.json()["issue"][0]["code"] == "exception" and "database gone" not in r.text
+    assert "unexpected error on PATCH /fhir/Location" in caplog.text
+    assert routed == [("PATCH", "/fhir/CodeSystem/any")]

@@ -4,23 +4,27 @@ the capacity history stays exact."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from ror.api import app as app_module
 from ror.capacity import history
 from ror.errors import NotFound
 from ror.fhir.files import read_resources
 from ror.fhir.rights import FULL_ACCESS
+from ror.fhir.service import Response
 from ror.store import bulk, group_commit
 from tests.capacity.test_protocol import FHIR, assert_history_chains, capacity, op, path, records
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, LiveServer
 from tests.integration.test_store import location
 
 PLACES = {"1440990034/ZH-USP": ("02", "02"), "1440990026/ZH-GYN-A": ("02", "01"),
@@ -226,3 +230,92 @@ def test_a_database_error_while_computing_ahead_leaves_the_patches_to_the_write_
     assert "not computed ahead" in caplog.text
     assert len(transactions) == 2
     assert_history_chains(service, PLACES, [70])
+
+
+def test_patches_from_an_event_loop_are_written_by_one_lane_thread(service, transactions, monkeypatch):
+    """Single PATCHes sent from an event loop (the API's) take no thread each: one thread, the lane, queues all
+    those waiting and writes them as groups; each is answered on its own (an unknown place's 404 among them),
+    the others land once."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    runs: list[tuple[int, int]] = []  # (thread, writes queued at once)
+    real = group_commit._CommitGroups._run_all
+
+    def run_all(self, engine, pending):
+        runs.append((threading.get_ident(), len(pending)))
+        real(self, engine, pending)
+
+    monkeypatch.setattr(group_commit._CommitGroups, "_run_all", run_all)
+    release, started, holder = threading.Event(), threading.Event(), []
+
+    def hold(conn):
+        holder.append(threading.get_ident())
+        started.set()
+        assert release.wait(30)
+
+    patches = [(ident, op("replace", path(status, gender), capacity(status, 70, gender)))
+               for ident, (status, gender) in PLACES.items()]
+    patches.insert(2, ("1440990034/NO-SUCH-PLACE", op("replace", path(), capacity(nb=3))))
+
+    async def send_all():
+        sent = [asyncio.ensure_future(service.conditional_patch_soon(
+            "Location", [("identifier", ident)], json.dumps(body).encode(), FHIR, "http://t"))
+            for ident, body in patches]
+        groups = group_commit._GROUPS[service.engine.pool]
+        deadline = time.monotonic() + 30
+        while len(groups.queue) + len(groups.submitted) < len(patches) + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        release.set()
+        return await asyncio.gather(*sent, return_exceptions=True)
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(group_commit.grouped_write, service.engine, hold)
+        assert started.wait(30)
+        outcomes = asyncio.run(send_all())
+        held.result()
+    assert [o.status if isinstance(o, Response) else type(o).__name__ for o in outcomes] == \
+        [200, 200, "NotFound", 200, 200]
+    lane = [(thread, n) for thread, n in runs if thread != holder[0]]
+    assert len({thread for thread, _ in lane}) == 1 and lane[0][0] != threading.get_ident()
+    assert sum(n for _, n in lane) == len(patches)  # each queued once, by the lane
+    assert len(transactions) == 1 + len(lane)  # the held write's, then one per group
+    assert_history_chains(service, PLACES, [70])
+
+
+def test_concurrent_suppliers_over_http_lose_nothing_without_a_thread_each(service, monkeypatch):
+    """8 clients PATCH 4 places over HTTP (through the write lane), valid changes mixed with invalid indicators
+    and unknown places: each gets its own status, every valid change lands once in an unbroken chain per
+    indicator, and no PATCH went through the threadpool."""
+    bulk.upsert(service.engine, list(read_resources(FIXTURES / "small" / "bundle.json")), keep_last_updated=True)
+    hops: list = []
+    real = app_module.run_in_threadpool
+
+    async def counted(fn, *args, **kwargs):
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "run_in_threadpool", counted)
+    jobs = [(ident, op("replace", path(status, gender), capacity(status, 100 + i, gender)), 200)
+            for i in range(15) for ident, (status, gender) in PLACES.items()]
+    for i in range(0, len(jobs), 6):
+        jobs.insert(i, ("1440990026/ZH-GYN-A", op("replace", path("02", "01"), capacity(nb=-1, gender="01")), 400))
+        jobs.insert(i + 3, ("1440990026/UNKNOWN", op("replace", path(), capacity(nb=1)), 404))
+    with LiveServer(service) as live, httpx.Client(base_url=live.base, timeout=60) as client:
+        def run(job):
+            ident, body, _ = job
+            return client.patch(f"/Location?identifier={ident}", content=json.dumps(body),
+                                headers={"Content-Type": FHIR}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(run, jobs)) == [expected for _, _, expected in jobs]
+        assert hops == []  # before the server stops (its shutdown hops)
+    assert_history_chains(service, PLACES, range(100, 115))
+
+
+def test_a_write_submitted_from_a_loop_whose_executor_is_shut_down_is_still_written(service):
+    """The lane runs in the loop's executor; a loop that is closing refuses it, and the lane then gets a thread
+    of its own rather than leave the write (and every later one) waiting for good."""
+    async def submit():
+        await asyncio.get_running_loop().shutdown_default_executor()
+        return await asyncio.wait_for(group_commit.grouped_write_soon(service.engine, lambda conn: 42), 10)
+    assert asyncio.run(submit()) == 42
+    assert group_commit.grouped_write(service.engine, lambda conn: 43) == 43  # the lane is free again

@@ -7,6 +7,7 @@ entries in one, so they are atomic.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -49,7 +50,7 @@ from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
 from ror.store.engine import current_tx, dbapi_rows, is_sqlite
-from ror.store.group_commit import Prepare, Together, grouped_write
+from ror.store.group_commit import Prepare, Together, grouped_write, grouped_write_soon
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
 
@@ -175,10 +176,11 @@ class _AheadEntry:
 
 @dataclass
 class _PatchWrite:
-    """A single PATCH queued for the writer (``grouped_write``). ``prepare`` computes it ahead of the write lock
-    (``ahead``: None if that failed, judged again under the lock), called by the thread leading its group
-    (``_prepare_patches``); computed ahead, it can be written in one batch with the other PATCHes of its group
-    (``_patches_together``), else ``alone`` applies it by itself, with ``ahead`` if still current."""
+    """A single PATCH queued for the writer (``grouped_write``, or ``grouped_write_soon`` from the API). ``prepare``
+    computes it ahead of the write lock (``ahead``: None if that failed, judged again under the lock), called by the
+    thread leading its group (``_prepare_patches``); computed ahead, it can be written in one batch with the other
+    PATCHes of its group (``_patches_together``), else ``alone`` applies it by itself, with ``ahead`` if still
+    current."""
 
     alone: Callable[[Connection, _AheadEntry | None], Response]
     prepare: Callable[[Connection], _AheadEntry | None]
@@ -215,11 +217,17 @@ class FhirService:
             try:
                 return grouped_write(self.engine, work, together, prepare)
             except Exception as e:
-                code = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
-                if code not in ("40P01", "40001") or attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-                log.warning("write retried after %s (attempt %d)", code, attempt + 1)
-                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # apart from the transaction that won
+                time.sleep(_retry_delay(e, attempt))
+        raise AssertionError("unreachable")
+
+    async def _write_soon(self, work: Callable[[Connection], Response], together: Together | None = None,
+                          prepare: Prepare | None = None) -> Response:
+        """``_write`` from the event loop, without a thread per write (``grouped_write_soon``)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                return await grouped_write_soon(self.engine, work, together, prepare)
+            except Exception as e:
+                await asyncio.sleep(_retry_delay(e, attempt))
         raise AssertionError("unreachable")
 
     @contextmanager
@@ -318,13 +326,33 @@ class FhirService:
 
     def patch(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str,
               if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
+        return self._write(*self._patch_write(rtype, rid, raw, content_type, base, if_match, caller))
+
+    async def patch_soon(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str,
+                         if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
+        """``patch`` from the event loop, without a thread of its own (``_write_soon``)."""
+        return await self._write_soon(*self._patch_write(rtype, rid, raw, content_type, base, if_match, caller))
+
+    def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
+                          base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
+        return self._write(*self._conditional_patch_write(rtype, pairs, raw, content_type, base, if_match, caller))
+
+    async def conditional_patch_soon(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
+                                     base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
+        """``conditional_patch`` from the event loop, without a thread of its own (``_write_soon``)."""
+        return await self._write_soon(*self._conditional_patch_write(rtype, pairs, raw, content_type, base, if_match,
+                                                                     caller))
+
+    def _patch_write(self, rtype: str, rid: str, raw: bytes, content_type: str, base: str, if_match: str | None,
+                     caller: Caller) -> tuple[_PatchWrite, Together, Prepare]:
         check_type(rtype)
         check_id(rid)
         patcher = self._patcher(raw, content_type, rtype)
         return self._write_patch(rtype, lambda conn: rid, None, patcher, parse_if_match(if_match), caller, base)
 
-    def conditional_patch(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
-                          base: str, if_match: str | None = None, caller: Caller = FULL_ACCESS) -> Response:
+    def _conditional_patch_write(self, rtype: str, pairs: list[tuple[str, str]], raw: bytes, content_type: str,
+                                 base: str, if_match: str | None,
+                                 caller: Caller) -> tuple[_PatchWrite, Together, Prepare]:
         check_type(rtype)
         if not pairs:
             raise InvalidRequest("A conditional patch needs search criteria (e.g. ?identifier=…)")
@@ -333,9 +361,9 @@ class FhirService:
                                  parse_if_match(if_match), caller, base)
 
     def _write_patch(self, rtype: str, target: Callable[[Connection], str], pairs: list[tuple[str, str]] | None,
-                     patcher, expected: int | None, caller: Caller, base: str) -> Response:
-        """A single PATCH: computed ahead by the thread leading its write group, then written with the others of
-        the group in one batch, or alone (``_PatchWrite``)."""
+                     patcher, expected: int | None, caller: Caller, base: str) -> tuple[_PatchWrite, Together, Prepare]:
+        """A single PATCH, as ``_write`` takes it: computed ahead by the thread leading its write group, then
+        written with the others of the group in one batch, or alone (``_PatchWrite``)."""
         def prepare(conn: Connection) -> _AheadEntry | None:
             ahead = self._ahead(conn, rtype, target, patcher, caller)
             return None if ahead is None else _AheadEntry(0, rtype, pairs, expected, ahead, caller, base)
@@ -344,7 +372,7 @@ class FhirService:
             return self._patch(conn, rtype, target(conn), patcher, base, expected, caller,
                                ahead=ahead.patched if ahead else None)
 
-        return self._write(_PatchWrite(alone, prepare), self._patches_together, self._prepare_patches)
+        return _PatchWrite(alone, prepare), self._patches_together, self._prepare_patches
 
     def _prepare_patches(self, writes: list[_PatchWrite]) -> None:
         """The PATCHes of a write group computed ahead, one after the other, in one read transaction. If the
@@ -674,6 +702,17 @@ _WRITE_ATTEMPTS = 5
 _MATCH_TOKENS = 8192  # conditional writes' criteria memoised per process (a place's identifier: ~0.3 kB each)
 log = logging.getLogger(__name__)
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+
+
+def _retry_delay(error: Exception, attempt: int) -> float:
+    """How long to wait before writing again after ``error``, a deadlock's or a serialisation failure's victim on
+    PostgreSQL (apart from the transaction that won); ``error`` raised again if it is anything else, or if
+    ``attempt`` was the last."""
+    code = getattr(error, "sqlstate", None) or getattr(getattr(error, "orig", None), "sqlstate", None)
+    if code not in ("40P01", "40001") or attempt == _WRITE_ATTEMPTS - 1:
+        raise error
+    log.warning("write retried after %s (attempt %d)", code, attempt + 1)
+    return random.uniform(0, 0.01 * 2 ** attempt)
 
 
 def _fhirpath_patcher(rtype: str, parameters: dict) -> Callable[[dict], dict]:

@@ -53,3 +53,14 @@ def test_store_api_measures_a_store_loaded_earlier(tmp_path):
     assert set(results["scenarios"]) == {"read", "delta"} and results["walk"]["pages"] == 1
     assert results["scenarios"]["delta"]["c8"]["non2xx"] == 0
     assert stored() == before  # measured, not changed
+
+
+def test_capacity_harness_repeats_its_patch_runs():
+    """benchmarks/capacity.py: repeated PATCH runs on one server, the batches, the next-request visibility."""
+    p = subprocess.run([sys.executable, "benchmarks/capacity.py", "--places", "20", "--seconds", "1", "--repeat", "2",
+                        "--batch-clients", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    result = json.loads(p.stdout)
+    assert len(result["runs_patches_per_s"]) == len(result["runs_server_cpu_ms_per_patch"]) == 2
+    assert result["patches_per_s"] in result["runs_patches_per_s"] and result["errors"] == 0
+    assert result["batch_patches_per_s"] > 0 and result["visible_at_next_request"] == "50/50"

@@ -110,6 +110,30 @@ def test_a_second_load_in_batches_writes_what_changed(service, ndjson, cpus):
         assert rows_at(conn, changed[3]["resourceType"], changed[3]["id"], tx) == expected(body)
 
 
+def test_loads_plan_each_statement_for_its_values_on_postgresql(service, ndjson, monkeypatch):
+    """A load's look-ups and writes run with PostgreSQL planning each statement for its values: the generic plan of
+    a statement psycopg prepared while the tables were small scanned them whole once they had grown (the first
+    load of 270,000 resources: each batch's look-up by id a sequential scan). A first load and a second one."""
+    if service.engine.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL's plan cache")
+    seen: list[tuple[str, str]] = []
+    write_batch, unchanged = repository.write_batch, bulk._unchanged
+
+    def mode(conn) -> str:
+        return conn.exec_driver_sql("SELECT current_setting('plan_cache_mode')").scalar_one()
+
+    monkeypatch.setattr(repository, "write_batch", lambda conn, *a, **k: seen.append(("write", mode(conn)))
+                        or write_batch(conn, *a, **k))
+    monkeypatch.setattr(bulk, "_unchanged", lambda conn, digests: seen.append(("look-up", mode(conn)))
+                        or unchanged(conn, digests))
+    bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"unchanged": 51}
+    assert {kind for kind, _ in seen} == {"write", "look-up"}
+    assert {m for _, m in seen} == {"force_custom_plan"}
+    with service.engine.connect() as conn:  # for those transactions only
+        assert mode(conn) == "auto"
+
+
 def test_rejected_lines_are_reported_in_file_order(service, ndjson, cpus):
     lines = ndjson.read_bytes().splitlines()
     lines[9:9] = [b'{"resourceType": "Location"', b'{"resourceType": "Patient", "id": "p"}']

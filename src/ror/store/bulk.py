@@ -109,6 +109,7 @@ class _Session:
             yield self.conn
         else:
             with self.engine.connect() as conn:
+                _plan_each_statement(conn)
                 yield conn
 
     @contextmanager
@@ -117,7 +118,17 @@ class _Session:
             yield self.conn
         else:
             with write_transaction(self.engine) as conn:
+                _plan_each_statement(conn)
                 yield conn
+
+
+def _plan_each_statement(conn: Connection) -> None:
+    """On PostgreSQL, each statement of this transaction planned for its values. psycopg prepares a statement run
+    five times, and PostgreSQL then kept the generic plan it chose while the tables were small: during a first load
+    of 270,000 resources, the look-up of a batch's resources by id became a sequential scan of the growing table
+    (0.3 s a batch and rising: benchmarks/RESULTS.md, session 7)."""
+    if not is_sqlite(conn):
+        dbapi_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")  # true: this transaction
 
 
 def _is_empty(engine: Engine) -> bool:
@@ -144,6 +155,7 @@ def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
         return
     # DDL is transactional on both databases: a failed load rolls the dropped indexes back too.
     with write_transaction(engine) as conn:
+        _plan_each_statement(conn)
         deferred = _lookup_indexes(conn)
         for name, _ in deferred:
             dbapi_rows(conn, f"DROP INDEX {name}")

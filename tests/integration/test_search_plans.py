@@ -9,7 +9,6 @@ from unittest.mock import patch
 
 import orjson
 import pytest
-from sqlalchemy import func, select
 
 from ror.fhir.files import read_resources
 from ror.geo import EARTH_RADIUS_KM, haversine_km
@@ -119,24 +118,6 @@ def test_a_union_is_sized_from_its_parts_without_overcounting_their_overlap(serv
     with service.engine.connect() as conn:
         comp = Compiler(plan, service.settings, current_tx(conn), "sqlite")
         assert [comp.driven_by_at_least(conn, n) for n in range(9, 15)] == [True] * 4 + [False] * 2
-
-
-def test_a_filter_or_is_merged_from_sets_read_in_pk_order(service):
-    """SQLite reads a ``_filter`` OR of two values as the merge of their sets, each in pk order straight from the
-    lookup index (pk before since_tx, migration 0012): no temporary B-tree to deduplicate or sort them."""
-    if service.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL plans the union itself")
-    bulk.upsert(service.engine, places(12))
-    pairs = [("_filter", 'name eq "unite 003" or name eq "unite 010"')]
-    assert _found(service, "Location", pairs) == {"p-003", "p-010"}
-    plan = service.plan("Location", pairs, lenient=False)
-    with service.engine.connect() as conn, conn.begin():
-        base, _ = Compiler(plan, service.settings, current_tx(conn), "sqlite", live=True).matches(conn)
-        counted = str(select(func.count()).select_from(base.subquery())
-                      .compile(conn, compile_kwargs={"literal_binds": True}))
-        steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + counted)]
-        assert conn.exec_driver_sql(counted).scalar() == 2
-    assert "MERGE (UNION)" in steps and not [s for s in steps if "TEMP B-TREE" in s], steps
 
 
 def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(service):

@@ -26,7 +26,6 @@ from sqlalchemy import (
     func,
     intersect,
     literal,
-    literal_column,
     not_,
     or_,
     select,
@@ -376,10 +375,6 @@ class Compiler:
             # Not joined to the _lastUpdated rows: at national scale, probing them for each of 50,000
             # matches cost four times reading the matches.
             found = driver.set() if driver.unique else driver.set().distinct()
-            if driver.union_of and self.dialect == "sqlite":
-                # Merged from its parts read in pk order (the lookup indexes, migration 0012), rather than
-                # deduplicated in a temporary B-tree: the largest national `_filter` OR counted in 24, not 42 ms.
-                found = found.order_by(literal_column("pk"))
             return self._page_query(found.subquery(), [c.test for c in conds if c is not driver])
         d = self.vis.alias(idx_date)
         key = f"{self.plan.rtype}._lastUpdated"

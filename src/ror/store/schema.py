@@ -93,11 +93,9 @@ def _index_table(name: str, *value_columns: Column, lookup: tuple[str, ...],
             Column("vis", SmallInteger, nullable=False),
             Column("since_tx", BigInteger, nullable=False),
             Column("until_tx", BigInteger, nullable=False)]
-    # pk before since_tx: the live rows of one value come out in pk order, so that a union of values' sets (a
-    # ``_filter`` OR) is merged rather than deduplicated in a temporary B-tree (migration 0012).
-    indexes = [Index(f"ix_{name}_lookup", "param", *lookup, "until_tx", "pk", "since_tx"),
+    indexes = [Index(f"ix_{name}_lookup", "param", *lookup, "until_tx", "since_tx", "pk"),
                Index(f"ix_{name}_pk", "pk", "until_tx")]
-    indexes += [Index(f"ix_{name}_lookup{i}", "param", *cols_, "until_tx", "pk", "since_tx")
+    indexes += [Index(f"ix_{name}_lookup{i}", "param", *cols_, "until_tx", "since_tx", "pk")
                 for i, cols_ in enumerate(extra, 2)]
     return Table(name, metadata, *cols, *indexes)
 

@@ -113,7 +113,7 @@ def test_a_second_load_in_batches_writes_what_changed(service, ndjson, cpus):
 def test_loads_plan_each_statement_for_its_values_on_postgresql(service, ndjson, monkeypatch):
     """A load's look-ups and writes run with PostgreSQL planning each statement for its values: the generic plan of
     a statement psycopg prepared while the tables were small scanned them whole once they had grown (the first
-    load of 270,000 resources: each batch's look-up by id a sequential scan). A first load and a second one."""
+    load of 270,000 resources: each batch's look-up by id a sequential scan). A first load and a later one."""
     if service.engine.dialect.name == "sqlite":
         pytest.skip("PostgreSQL's plan cache")
     seen: list[tuple[str, str]] = []
@@ -126,9 +126,14 @@ def test_loads_plan_each_statement_for_its_values_on_postgresql(service, ndjson,
                         or write_batch(conn, *a, **k))
     monkeypatch.setattr(bulk, "_unchanged", lambda conn, digests: seen.append(("look-up", mode(conn)))
                         or unchanged(conn, digests))
-    bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
-    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"unchanged": 51}
-    assert {kind for kind, _ in seen} == {"write", "look-up"}
+    bulk.upsert(service.engine, read_items(ndjson), batch_size=7)  # a first load: one transaction
+    assert seen and {m for _, m in seen} == {"force_custom_plan"}
+    seen.clear()
+    changed = _resources()
+    changed[3]["name"] = "Renommé"
+    ndjson.write_bytes(b"\n".join(orjson.dumps(r) for r in changed) + b"\n")
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"unchanged": 50, "updated": 1}
+    assert {kind for kind, _ in seen} == {"write", "look-up"}  # batch by batch, each in its own transactions
     assert {m for _, m in seen} == {"force_custom_plan"}
     with service.engine.connect() as conn:  # for those transactions only
         assert mode(conn) == "auto"

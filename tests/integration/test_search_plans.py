@@ -9,6 +9,7 @@ from unittest.mock import patch
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from ror.fhir.files import read_resources
 from ror.geo import EARTH_RADIUS_KM, haversine_km
@@ -120,10 +121,64 @@ def test_a_union_is_sized_from_its_parts_without_overcounting_their_overlap(serv
         assert [comp.driven_by_at_least(conn, n) for n in range(9, 15)] == [True] * 4 + [False] * 2
 
 
+def test_a_filter_or_is_merged_from_sets_read_in_pk_order(service):
+    """SQLite reads a ``_filter`` OR of two values as the merge of their sets, each in pk order straight from the
+    lookup index (pk before since_tx, migration 0012): no temporary B-tree to deduplicate or sort them."""
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL plans the union itself")
+    bulk.upsert(service.engine, places(12))
+    pairs = [("_filter", 'name eq "unite 003" or name eq "unite 010"')]
+    assert _found(service, "Location", pairs) == {"p-003", "p-010"}
+    plan = service.plan("Location", pairs, lenient=False)
+    with service.engine.connect() as conn, conn.begin():
+        base, _ = Compiler(plan, service.settings, current_tx(conn), "sqlite", live=True).matches(conn)
+        counted = str(select(func.count()).select_from(base.subquery())
+                      .compile(conn, compile_kwargs={"literal_binds": True}))
+        steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + counted)]
+        assert conn.exec_driver_sql(counted).scalar() == 2
+    assert "MERGE (UNION)" in steps and not [s for s in steps if "TEMP B-TREE" in s], steps
+
+
+FONCTION_LIEU = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
+
+
+@pytest.mark.parametrize("pairs, streamed", [
+    ([("type", f"{FONCTION_LIEU}|001")], True),  # one value, system and code
+    ([("_filter", 'name eq "unite 003" or name eq "unite 010" or name eq "unite 007"')], True),
+    ([("type", "001")], False),  # any system: rows in (system, pk) order
+    ([("name", "unite 00")], False),  # a prefix: rows in (name, pk) order
+    ([("type", f"{FONCTION_LIEU}|001"), ("name", "unite")], False),  # a second condition to test on each
+])
+def test_a_first_page_of_matches_read_in_pk_order_is_their_first_rows(service, pairs, streamed):
+    """On SQLite, matches that are one driving set read in pk order from its lookup index (one value fixing every
+    column before ``until_tx``, or a union of such) have their first page read as the set's first rows: no
+    temporary B-tree sorts them, and the pages, then followed by cursor, still give each match once."""
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL sorts the matches in the page's statement")
+    bulk.upsert(service.engine, places(12))
+    plan = service.plan("Location", pairs, lenient=False)
+    with service.engine.connect() as conn, conn.begin():
+        comp = Compiler(plan, service.settings, current_tx(conn), "sqlite", live=True)
+        assert comp.streams_in_pk_order(conn) is streamed
+        if streamed:
+            first = str(comp.first_in_pk_order(conn, 3).compile(conn, compile_kwargs={"literal_binds": True}))
+            steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + first)]
+            assert not [s for s in steps if "TEMP B-TREE" in s], steps
+    expected = sorted(_found(service, "Location", pairs))
+    seen, bundle = [], orjson.loads(service.search("Location", [*pairs, ("_count", "2")], "http://t/fhir").body)
+    assert bundle["total"] == len(expected)
+    while True:
+        seen += matches(bundle)
+        if not (more := next_pairs(bundle)):
+            break
+        bundle = orjson.loads(service.search("Location", more, "http://t/fhir").body)
+    assert seen == expected and len(expected) in (3, 10, 12), seen
+
+
 def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(service):
     """A first page is read as the live rows of its SQLite read transaction (``LiveRows``): a place renamed
-    before it is not found by its former name; one written by another connection between its count and its
-    page is in neither."""
+    before it is not found by its former name; one written by another connection between its page and its
+    count is in neither."""
     if service.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL counts the matches in the page's statement")
     data = places(6)
@@ -131,13 +186,12 @@ def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(
     bulk.upsert(service.engine, [{**data[5], "name": "Autre"}])  # its first version's rows are closed, not live
     real = execute._count
 
-    def count_then_write(conn, base):
-        n = real(conn, base)
+    def write_then_count(conn, base):
         bulk.upsert(service.engine, places(3, prefix="late"))  # another connection, committed at once
-        return n
-    with patch.multiple(execute, _SCAN_FROM=0, _count=count_then_write):
-        bundle = orjson.loads(service.search("Location", [("name", "unite")], "http://t/fhir").body)
-    assert bundle["total"] == 5 and sorted(matches(bundle)) == [f"p-{i:03d}" for i in range(5)]
+        return real(conn, base)
+    with patch.multiple(execute, _SCAN_FROM=0, _count=write_then_count):  # the scan finds the page, then counts
+        bundle = orjson.loads(service.search("Location", [("name", "unite"), ("_count", "3")], "http://t/fhir").body)
+    assert bundle["total"] == 5 and sorted(matches(bundle)) == [f"p-{i:03d}" for i in range(3)]
     assert len(_found(service, "Location", [("name", "unite")])) == 8
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     intersect,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -89,6 +90,9 @@ class _Cond:
     unique: bool = False
     # The set is the union of these conditions' sets (a ``_filter`` OR): it has at least as many rows as each.
     union_of: tuple[_Cond, ...] = ()
+    # On a live snapshot, the set comes out of its lookup index in pk order: every column of the index before
+    # ``until_tx`` is fixed by one value (or, for a union, each part's is), since the index has pk next (0012).
+    in_pk_order: bool = False
 
 
 class Compiler:
@@ -98,6 +102,7 @@ class Compiler:
         self.plan = plan
         self.settings = settings
         self.snap = LIVE_ROWS if live else literal(snapshot, literal_execute=False)
+        self._live = live
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
         self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query
@@ -375,6 +380,10 @@ class Compiler:
             # Not joined to the _lastUpdated rows: at national scale, probing them for each of 50,000
             # matches cost four times reading the matches.
             found = driver.set() if driver.unique else driver.set().distinct()
+            if driver.union_of and driver.in_pk_order and self.dialect == "sqlite":
+                # Merged from its parts read in pk order (the lookup indexes, migration 0012), rather than
+                # deduplicated in a temporary B-tree: the largest national `_filter` OR counted in 24, not 42 ms.
+                found = found.order_by(literal_column("pk"))
             return self._page_query(found.subquery(), [c.test for c in conds if c is not driver])
         d = self.vis.alias(idx_date)
         key = f"{self.plan.rtype}._lastUpdated"
@@ -386,6 +395,20 @@ class Compiler:
         if self.vis.restricts(self.plan.rtype):
             where.append(self.vis.shown(self.plan.rtype, d.c.pk))
         return self._page_query(d, [c.test for c in conds if c is not driver], where)
+
+    def streams_in_pk_order(self, conn: Connection) -> bool:
+        """Whether the matches are the driving set alone, read in pk order from its lookup index (SQLite, a
+        live snapshot): a page of them is then its first rows, read without sorting or scanning the others."""
+        conds, driver = self._conditions_and_driver(conn)
+        return driver is not None and driver.in_pk_order and len(conds) == 1 and not self.plan.sort
+
+    def first_in_pk_order(self, conn: Connection, n: int) -> Select:
+        """The first ``n`` matches of a search that ``streams_in_pk_order``, ordered by the driving set's own
+        statement: SQLite reads them from the index and stops at the n-th (a page query over the set, ordered
+        from outside, sorted the whole set first: 51,000 national offers, 21 ms against 0.2)."""
+        _, driver = self._conditions_and_driver(conn)
+        found = driver.set() if driver.unique else driver.set().distinct()
+        return found.order_by(literal_column("pk")).limit(n)
 
     def driven_by_at_least(self, conn: Connection, n: int) -> bool:
         """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n``); a search
@@ -461,7 +484,7 @@ class Compiler:
         # A type's _lastUpdated has one row per resource: one value cannot match a resource twice.
         unique = exact and c.param.code == "_lastUpdated" and len(c.values) == 1
         return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)],
-                     exact, unique)
+                     exact, unique, in_pk_order=exact and self._live and _pins_lookup(c))
 
     def _filter_cond(self, node, compiled: dict) -> _Cond:
         """A ``_filter`` expression: tests combined as the expression says; it can drive (as the
@@ -481,7 +504,7 @@ class Compiler:
             return _Cond(test)
         return _Cond(test, lambda: combine(*[i.set() for i in items]), [s for i in items for s in i.samples],
                      lambda sizes: size(i.size(sizes) for i in items), all(i.exact for i in items), True,
-                     () if both else tuple(items))
+                     () if both else tuple(items), in_pk_order=not both and all(i.in_pk_order for i in items))
 
     def _record_groups(self) -> tuple[list[Criterion], list[list[Criterion]]]:
         """With ``_same-record=true``, criteria on the same record extension (capacity, price,
@@ -553,6 +576,17 @@ class Compiler:
 def _capped_count(rows: Select, n: int) -> ColumnElement:
     """The number of rows of ``rows``, counted up to ``n``."""
     return select(func.count()).select_from(rows.limit(n).subquery()).scalar_subquery()
+
+
+def _pins_lookup(c: Criterion) -> bool:
+    """Whether ``c``'s rows fix every column of their lookup index before ``until_tx``: one ``system|code`` token
+    value (``param``, ``code``, ``system``) or one string matched whole, folded (``param``, ``norm``)."""
+    if len(c.values) != 1:
+        return False
+    if c.param.type == "string":
+        return c.modifier == "exact-folded"
+    parts = _PIPE.split(c.values[0], maxsplit=1)
+    return c.param.type in ("token", "uri") and c.modifier is None and len(parts) == 2 and all(parts)
 
 
 def _table_for(ptype: str):

@@ -95,19 +95,25 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
     if plan.summary_count:
         out.total = _count(conn, base)
         return out
-    # SQLite: a large result set (the driving set alone has _SCAN_FROM rows) is counted apart and its
-    # page found by a scan that stops at its last row; otherwise, and on PostgreSQL, the statement that
-    # sorts the matches counts them too (it reads them all anyway). Later pages carry the first's total.
-    large = is_sqlite(conn) and not keys and comp.driven_by_at_least(conn, _SCAN_FROM)
+    # SQLite: matches read in pk order from one lookup index (``streams_in_pk_order``) are counted apart and
+    # their page is their first rows. A large result set (the driving set alone has _SCAN_FROM rows) has its
+    # page found by a scan of the type that stops at the page's last row, then is counted apart. Otherwise
+    # (or when the scan fell short), and on PostgreSQL, the statement that sorts the matches counts them too:
+    # it reads them all anyway. Later pages carry the first's total.
     counted = plan.total and cursor is None
-    if counted and large:
-        out.total = _count(conn, base)
-    elif plan.total and cursor:
+    if plan.total and cursor:
         out.total = cursor.get("t")
-    rows = _scanned_page(conn, comp, cursor["p"] if cursor else None, plan.count + 1) if large else None
+    rows = None
+    if is_sqlite(conn) and not keys:
+        streamed = comp.streams_in_pk_order(conn)
+        if streamed or comp.driven_by_at_least(conn, _SCAN_FROM):
+            rows = ([tuple(r) for r in conn.execute(comp.first_in_pk_order(conn, plan.count + 1))] if streamed
+                    else _scanned_page(conn, comp, cursor["p"] if cursor else None, plan.count + 1))
+            if rows is not None and counted:
+                out.total = _count(conn, base)
     if rows is None:
-        rows = _sorted_page(conn, base, keys, cursor, plan.count + 1, counted=counted and out.total is None)
-        if counted and out.total is None:
+        rows = _sorted_page(conn, base, keys, cursor, plan.count + 1, counted=counted)
+        if counted:
             out.total = rows[0][-1] if rows else 0
             rows = [r[:-1] for r in rows]
     more = len(rows) > plan.count

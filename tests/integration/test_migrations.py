@@ -1,0 +1,40 @@
+"""Migrations that rebuild what a store already holds: run on a store in the former state, on both databases."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
+
+from ror.store import bulk, migrate
+from ror.store.schema import INDEX_TABLES
+from tests.integration.test_paging import places
+
+
+def _alembic(engine, step, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate._MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        step(cfg, revision)
+
+
+def _lookup_orders(engine) -> dict[str, list[str]]:
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        return {ix["name"]: ix["column_names"] for table in INDEX_TABLES.values()
+                for ix in inspector.get_indexes(table.name) if ix["name"].startswith(f"ix_{table.name}_lookup")}
+
+
+def test_0012_puts_pk_before_since_tx_in_the_lookup_indexes_of_a_loaded_store(service):
+    bulk.upsert(service.engine, places(5))
+    pairs = [("_filter", 'name eq "unite 001" or name eq "unite 004"')]
+    _alembic(service.engine, command.downgrade, "0011")
+    before = _lookup_orders(service.engine)
+    assert len(before) == 9 and all(columns[-2:] == ["since_tx", "pk"] for columns in before.values())
+    assert service.search("Location", pairs, "http://t").status == 200
+    _alembic(service.engine, command.upgrade, "head")
+    after = _lookup_orders(service.engine)
+    assert after.keys() == before.keys()
+    assert all(columns == [*before[name][:-2], "pk", "since_tx"] for name, columns in after.items())
+    assert b"\"total\":2" in service.search("Location", pairs, "http://t").body

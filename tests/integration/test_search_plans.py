@@ -175,6 +175,23 @@ def test_a_first_page_of_matches_read_in_pk_order_is_their_first_rows(service, p
     assert seen == expected and len(expected) in (3, 10, 12), seen
 
 
+def test_a_scan_that_falls_short_is_followed_by_one_sorted_and_counted_statement(service):
+    """A large driving set whose matches are too sparse for the scan: the page is sorted by a statement that counts
+    the matches too, not counted apart first (which tested each resource through its chains twice: national
+    ``near``)."""
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL counts the matches in the page's statement")
+    bulk.upsert(service.engine, places(12))
+    pairs = [("name", "unite"), ("name", "unite 01")]  # the first drives (12 rows), 2 match
+
+    def no_count_apart(conn, base):
+        raise AssertionError("counted apart")
+    with patch.multiple(execute, _SCAN_FROM=0, _SCAN_ROWS_PER_MATCH=1, _count=no_count_apart), \
+            patch.object(Compiler, "_driver", staticmethod(lambda conds, conn: conds[0])):
+        bundle = orjson.loads(service.search("Location", [*pairs, ("_count", "2")], "http://t/fhir").body)
+    assert bundle["total"] == 2 and matches(bundle) == ["p-010", "p-011"]
+
+
 def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(service):
     """A first page is read as the live rows of its SQLite read transaction (``LiveRows``): a place renamed
     before it is not found by its former name; one written by another connection between its page and its

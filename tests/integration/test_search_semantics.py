@@ -115,6 +115,13 @@ CASES: list[tuple[str, list[tuple[str, str]], set[str]]] = [
      {"hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville", "hs-ehpad-hp"}),
     ("HealthcareService", [("_lastUpdated", "lt2025-01-01")], {"hs-emsp", "hs-cmp-reze", "hs-repit"}),
     ("HealthcareService", [("_lastUpdated", "ge2026-03-10T17:00:00+01:00")], {"hs-cardio-usic", "hs-cardio-ville"}),
+    # ge / le at a stamp itself include it
+    ("HealthcareService", [("_lastUpdated", "ge2026-01-05T10:15:00+01:00")],
+     {"hs-ehpad-hp", "hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville"}),
+    ("HealthcareService", [("_lastUpdated", "le2026-01-05T10:15:00+01:00")],
+     ALL_OFFERS - {"hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville"}),
+    ("HealthcareService", [("_lastUpdated", "le2026-01-05T10:14:59+01:00")],
+     ALL_OFFERS - {"hs-ehpad-hp", "hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville"}),
     ("HealthcareService", [("_lastUpdated", "ge2025-01-01"), ("_lastUpdated", "lt2026-01-01")],
      ALL_OFFERS - {"hs-gyneco-hc", "hs-neonat", "hs-cardio-usic", "hs-cardio-ville", "hs-ehpad-hp", "hs-emsp",
                    "hs-cmp-reze", "hs-repit"}),

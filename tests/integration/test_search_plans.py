@@ -139,6 +139,22 @@ def test_a_filter_or_is_merged_from_sets_read_in_pk_order(service):
     assert "MERGE (UNION)" in steps and not [s for s in steps if "TEMP B-TREE" in s], steps
 
 
+def test_matches_of_a_string_held_once_per_resource_are_not_deduplicated(service):
+    """An offer has at most one name (a plain string): its name matches are read without ``DISTINCT`` (on SQLite, a
+    temporary B-tree: most of counting a national prefix). A place's name and alias may both match: counted once."""
+    place = {**places(1)[0], "name": "Unité Nord", "alias": ["Unité Nord bis", "Autre"]}
+    offer = {"resourceType": "HealthcareService", "id": "hs-nord", "name": "Unité Nord"}
+    bulk.upsert(service.engine, [place, offer])
+    for rtype, distinct in (("HealthcareService", False), ("Location", True), ("Practitioner", True)):
+        plan = service.plan(rtype, [("name", "unite nord")], lenient=False)
+        with service.engine.connect() as conn, conn.begin():
+            base, _ = Compiler(plan, service.settings, current_tx(conn), service.engine.dialect.name).matches(conn)
+            assert ("DISTINCT" in str(base)) is distinct, rtype
+    for rtype, found in (("HealthcareService", ["hs-nord"]), ("Location", ["p-000"])):
+        bundle = orjson.loads(service.search(rtype, [("name", "unite nord")], "http://t/fhir").body)
+        assert bundle["total"] == 1 and matches(bundle) == found
+
+
 FONCTION_LIEU = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
 
 

@@ -38,3 +38,22 @@ def test_0012_puts_pk_before_since_tx_in_the_lookup_indexes_of_a_loaded_store(se
     assert after.keys() == before.keys()
     assert all(columns == [*before[name][:-2], "pk", "since_tx"] for name, columns in after.items())
     assert b"\"total\":2" in service.search("Location", pairs, "http://t").body
+
+
+def _offer(rid: str, place: str) -> dict:
+    return {"resourceType": "HealthcareService", "id": rid, "location": [{"reference": f"Location/{place}"}]}
+
+
+def test_0013_reads_reference_rows_by_pk_from_the_index_of_a_loaded_store(service):
+    bulk.upsert(service.engine, [*places(3), _offer("hs-1", "p-001"), _offer("hs-2", "p-002")])
+    pairs = [("location.name", "unite 001")]
+
+    def pk_index() -> list[str]:
+        with service.engine.connect() as conn:
+            return {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes("idx_ref")}["ix_idx_ref_pk"]
+    _alembic(service.engine, command.downgrade, "0012")
+    assert pk_index() == ["pk", "until_tx"]
+    assert b'"total":1' in service.search("HealthcareService", pairs, "http://t").body
+    _alembic(service.engine, command.upgrade, "head")
+    assert pk_index() == ["pk", "until_tx", "param", "target_type", "target_id"]
+    assert b'"id":"hs-1"' in service.search("HealthcareService", pairs, "http://t").body

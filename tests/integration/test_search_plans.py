@@ -311,6 +311,23 @@ def test_near_at_the_radius_edge(store):
                 {"hs-in"}
 
 
+def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(store):
+    """Offers found by one criterion are tested through their places (``location.near``): their reference rows are
+    read by pk from the index alone, which carries each row's parameter and target (migration 0013)."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL chooses its index-only scans from its statistics")
+    pairs = [("organization.identifier", f"{FINESS}|100000007"), ("location.near", f"{LAT}|{LON}|{KM}|km")]
+    with _forced(DRIVERS["first"]):
+        assert _found(store, "HealthcareService", pairs) == {"hs-in"}
+        plan = store.plan("HealthcareService", pairs, lenient=False)
+        with store.engine.connect() as conn, conn.begin():
+            base, _ = Compiler(plan, store.settings, current_tx(conn), "sqlite", live=True).matches(conn)
+            sql = str(base.compile(conn, compile_kwargs={"literal_binds": True}))
+            steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    by_pk = [s for s in steps if s.startswith("SEARCH idx_ref") and "(pk=?" in s]
+    assert by_pk and all("COVERING INDEX ix_idx_ref_pk" in s for s in by_pk), steps
+
+
 def test_near_across_the_antimeridian(store):
     """Wallis-and-Futuna: the box around a point at 179.9° W reaches 179.95° E."""
     assert _found(store, "Location", [("near", "-13.3|-179.95|15|km")]) == {"wallis"}

@@ -239,8 +239,8 @@ def _new_pks(conn: Connection, n: int) -> list[int]:
 
 # The columns an indexer row fills, per index table, in its order: between ``pk`` and ``since_tx``/``until_tx``.
 _VALUE_COLUMNS = {kind: [c.name for c in table.columns][1:-2] for kind, table in INDEX_TABLES.items()}
-# Each index table's index of a resource's own rows, by pk then until_tx (``_close_sql``).
-_PK_INDEXES = {kind: next(ix.name for ix in table.indexes if [c.name for c in ix.columns] == ["pk", "until_tx"])
+# Each index table's index of a resource's own rows, led by pk then until_tx (``_close_sql``).
+_PK_INDEXES = {kind: next(ix.name for ix in table.indexes if [c.name for c in ix.columns][:2] == ["pk", "until_tx"])
                for kind, table in INDEX_TABLES.items()}
 # Where each table's values are in a row of ``_live_rows_sql`` (after the branch number and the pk):
 # (kind, first, end), by branch number. On PostgreSQL each table has its own columns of a row as wide as all

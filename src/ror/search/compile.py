@@ -103,7 +103,6 @@ class Compiler:
         self.plan = plan
         self.settings = settings
         self.snap = LIVE_ROWS if live else literal(snapshot, literal_execute=False)
-        self._live = live
         self.dialect = dialect
         self.vis = Visibility(plan.profile, self.snap)
         self._names = itertools.count()  # CTE names: unique in a statement, the same for the same query
@@ -380,7 +379,7 @@ class Compiler:
         if driver is not None and driver.exact and all(code != "_lastUpdated" for code, _ in self.plan.sort):
             # Not joined to the _lastUpdated rows: at national scale, probing them for each of 50,000
             # matches cost four times reading the matches.
-            found = driver.set() if driver.unique else driver.set().distinct()
+            found = _rows_of(driver)
             if driver.union_of and driver.in_pk_order and self.dialect == "sqlite":
                 # Merged from its parts read in pk order (the lookup indexes, migration 0012), rather than
                 # deduplicated in a temporary B-tree: the largest national `_filter` OR counted in 24, not 42 ms.
@@ -408,8 +407,7 @@ class Compiler:
         statement: SQLite reads them from the index and stops at the n-th (a page query over the set, ordered
         from outside, sorted the whole set first: 51,000 national offers, 21 ms against 0.2)."""
         _, driver = self._conditions_and_driver(conn)
-        found = driver.set() if driver.unique else driver.set().distinct()
-        return found.order_by(literal_column("pk")).limit(n)
+        return _rows_of(driver).order_by(literal_column("pk")).limit(n)
 
     def driven_by_at_least(self, conn: Connection, n: int) -> bool:
         """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n``); a search
@@ -486,7 +484,7 @@ class Compiler:
         # resource twice.
         unique = exact and len(c.values) == 1 and (c.param.code == "_lastUpdated" or _one_row_per_resource(c.param))
         return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)],
-                     exact, unique, in_pk_order=exact and self._live and _pins_lookup(c))
+                     exact, unique, in_pk_order=exact and self.snap is LIVE_ROWS and _pins_lookup(c))
 
     def _filter_cond(self, node, compiled: dict) -> _Cond:
         """A ``_filter`` expression: tests combined as the expression says; it can drive (as the
@@ -573,6 +571,11 @@ class Compiler:
 
     def plan_param(self, code: str):
         return registry().get(self.plan.rtype, code)
+
+
+def _rows_of(driver: _Cond) -> Select:
+    """The driving set as the matches: each resource once (made distinct unless it cannot repeat)."""
+    return driver.set() if driver.unique else driver.set().distinct()
 
 
 def _capped_count(rows: Select, n: int) -> ColumnElement:

@@ -17,7 +17,7 @@ from ror.store import bulk, repository
 from ror.store.engine import current_tx
 from ror.store.schema import INDEX_TABLES, load_fingerprint, resource, resource_version
 from tests.conftest import FIXTURES
-from tests.integration.test_index_diff import expected, rows_at
+from tests.integration.test_index_diff import copies_are_current, expected, rows_at
 
 
 def _resources() -> list[dict]:
@@ -69,6 +69,7 @@ def check_store(service, resources: list[dict], schema_indexes: list[tuple]) -> 
         for res in resources:
             body = orjson.loads(service.read(res["resourceType"], res["id"]).body)
             assert rows_at(conn, res["resourceType"], res["id"], tx) == expected(body), res["id"]
+        copies_are_current(conn)
     assert indexes(service.engine) == schema_indexes
     assert count(service.engine, resource_version) == 0
 

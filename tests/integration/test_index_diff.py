@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from ror.fhir.files import read_resources
-from ror.store import bulk, repository
+from ror.store import bulk, derived, repository
 from ror.store.engine import current_tx
 from ror.store.indexer import index_rows
 from ror.store.schema import INDEX_TABLES, LIVE_TX
@@ -25,15 +25,29 @@ PLACE = "loc-usp-nord"  # a place with capacities (fixture README)
 
 
 def rows_at(conn, rtype: str, rid: str, tx: int) -> dict[str, Counter]:
-    """The index rows of a resource as a search pinned to ``tx`` sees them."""
+    """The index rows of a resource as a search pinned to ``tx`` sees them, but an offer's copies of its places'
+    rows (``copies_are_current`` checks those)."""
     pk = repository.read(conn, rtype, rid).pk
     out = {}
     for kind, table in INDEX_TABLES.items():
         cols = [c.name for c in table.columns][1:-2]
         rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM {table.name} "
                                  "WHERE pk = :pk AND since_tx <= :tx AND until_tx > :tx"), {"pk": pk, "tx": tx})
-        out[kind] = Counter(tuple(r) for r in rows)
+        out[kind] = Counter(tuple(r) for r in rows if r[0] not in derived.COPIES)
     return out
+
+
+def copies_are_current(conn) -> None:
+    """Every live offer's copies of its places' rows are what its live places give, and no other resource has any."""
+    offers = {pk for (pk,) in conn.execute(text("SELECT pk FROM resource WHERE rtype = 'HealthcareService'"))}
+    assert offers
+    assert {kind: ([], []) for kind in ("geo", "number", "token")} == derived.differences(conn, offers)
+    copied = ", ".join(f"'{k}'" for k in derived.COPIES)
+    holders = set()
+    for table in INDEX_TABLES.values():
+        holders |= {pk for (pk,) in conn.execute(text(f"SELECT DISTINCT pk FROM {table.name} WHERE param IN ({copied}) "
+                                                      f"AND until_tx = {LIVE_TX}"))}
+    assert holders and holders <= offers
 
 
 def expected(body: dict) -> dict[str, Counter]:
@@ -54,6 +68,7 @@ def current_body(service, rtype: str, rid: str) -> dict:
 def check_live(service, rtype: str, rid: str) -> None:
     with service.engine.connect() as conn:
         assert rows_at(conn, rtype, rid, current_tx(conn)) == expected(current_body(service, rtype, rid))
+        copies_are_current(conn)
 
 
 def test_capacity_patches_keep_live_rows_exact_and_snapshots_intact(loaded):
@@ -113,3 +128,40 @@ def _ids(service, rtype: str) -> list[str]:
     with service.engine.connect() as conn:
         return [r[0] for r in conn.execute(text("SELECT rid FROM resource WHERE rtype = :t ORDER BY rid"),
                                            {"t": rtype})]
+
+
+def test_an_offer_s_copies_of_its_places_rows_follow_the_place_and_the_reference(db_url):
+    """A place loaded after its offer (a first load copies at its end, a later load when the place is written), the
+    offer then updated to list it no more: the offer's copies, and so ``location.…`` searches, follow each step."""
+    resources = list(read_resources(FIXTURES / "small" / "bundle.json"))
+    place = next(r for r in resources if r["id"] == "loc-usp-nord")
+    svc = make_service(db_url)
+    near = [("location.near", f"{place['position']['latitude']}|{place['position']['longitude']}|0.1|km")]
+
+    def found() -> set[str]:
+        bundle = orjson.loads(svc.search("HealthcareService", near, BASE).body)
+        return {e["resource"]["id"] for e in bundle.get("entry", ())}
+
+    bulk.upsert(svc.engine, [r for r in resources if r is not place], batch_size=7, keep_last_updated=True)
+    with svc.engine.connect() as conn:
+        copies_are_current(conn)
+    others = found()  # offers of other places at the same point
+    assert "hs-usp" not in others
+    bulk.upsert(svc.engine, [place], keep_last_updated=True)
+    with svc.engine.connect() as conn:
+        copies_are_current(conn)
+    assert found() == others | {"hs-usp"}
+    renamed = current_body(svc, "HealthcareService", "hs-usp")
+    renamed["name"] = "USP renommée"
+    points = text(f"SELECT count(*), max(since_tx) FROM idx_geo WHERE param = '{derived.REFERENCE}.near'")
+    with svc.engine.connect() as conn:
+        copied = conn.execute(points).one()
+    assert svc.update("HealthcareService", "hs-usp", orjson.dumps(renamed), BASE).status == 200
+    with svc.engine.connect() as conn:  # the offer's places unchanged: its copies neither closed nor written again
+        assert conn.execute(points).one() == copied
+    offer = current_body(svc, "HealthcareService", "hs-usp")
+    offer["location"] = [{"reference": "Location/loc-versailles-hc"}]
+    assert svc.update("HealthcareService", "hs-usp", orjson.dumps(offer), BASE).status == 200
+    with svc.engine.connect() as conn:
+        copies_are_current(conn)
+    assert found() == others

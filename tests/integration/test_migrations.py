@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 
 from ror.store import bulk, migrate
 from ror.store.schema import INDEX_TABLES
+from tests.integration.test_index_diff import copies_are_current
 from tests.integration.test_paging import places
 
 
@@ -57,3 +58,14 @@ def test_0013_reads_reference_rows_by_pk_from_the_index_of_a_loaded_store(servic
     _alembic(service.engine, command.upgrade, "head")
     assert pk_index() == ["pk", "until_tx", "param", "target_type", "target_id"]
     assert b'"id":"hs-1"' in service.search("HealthcareService", pairs, "http://t").body
+
+
+def test_0014_copies_the_rows_of_their_places_into_the_offers_of_a_loaded_store(service):
+    bulk.upsert(service.engine, [*places(3), _offer("hs-1", "p-001"), _offer("hs-2", "p-002")])
+    pairs = [("location.near-insee-code", "78646|1|km")]  # the places' commune (ror-commune-cog): its centre
+    _alembic(service.engine, command.downgrade, "0013")
+    assert b'"total":0' in service.search("HealthcareService", pairs, "http://t").body  # the copies are read
+    _alembic(service.engine, command.upgrade, "head")
+    with service.engine.connect() as conn:
+        copies_are_current(conn)
+    assert b'"total":2' in service.search("HealthcareService", pairs, "http://t").body

@@ -15,7 +15,7 @@ from ror.fhir.files import read_resources
 from ror.geo import EARTH_RADIUS_KM, haversine_km
 from ror.search import execute
 from ror.search.compile import Compiler
-from ror.store import bulk
+from ror.store import bulk, derived
 from ror.store.engine import current_tx
 from tests.conftest import BACKENDS, FIXTURES, _database, make_service
 from tests.integration.test_access_profiles import caller
@@ -312,11 +312,12 @@ def test_near_at_the_radius_edge(store):
 
 
 def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(store):
-    """Offers found by one criterion are tested through their places (``location.near``): their reference rows are
-    read by pk from the index alone, which carries each row's parameter and target (migration 0013)."""
+    """Offers found by one criterion are tested through their organisation (``organization.identifier``): their
+    reference rows are read by pk from the index alone, which carries each row's parameter and target (migration
+    0013)."""
     if store.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL chooses its index-only scans from its statistics")
-    pairs = [("organization.identifier", f"{FINESS}|100000007"), ("location.near", f"{LAT}|{LON}|{KM}|km")]
+    pairs = [("location.near", f"{LAT}|{LON}|{KM}|km"), ("organization.identifier", f"{FINESS}|100000007")]
     with _forced(DRIVERS["first"]):
         assert _found(store, "HealthcareService", pairs) == {"hs-in"}
         plan = store.plan("HealthcareService", pairs, lenient=False)
@@ -326,6 +327,46 @@ def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(sto
             steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
     by_pk = [s for s in steps if s.startswith("SEARCH idx_ref") and "(pk=?" in s]
     assert by_pk and all("COVERING INDEX ix_idx_ref_pk" in s for s in by_pk), steps
+
+
+
+# Searches on the rows an offer copies from its places (store/derived.py), alone and with others.
+_ON_COPIES = [(rtype, pairs) for rtype, pairs, _ in CASES
+              if rtype == "HealthcareService" and any(name.startswith("location.") for name, _ in pairs)] + [
+    ("HealthcareService", [("location.near-insee-code", "44162|15|km")]),
+    ("HealthcareService", [("location.nb-capacity", "ge25"), ("location.capacity-status", "02")]),
+    ("HealthcareService", [("location.nb-capacity", "0")]),
+    ("HealthcareService", [("location.nb-capacity:missing", "true")]),
+    ("HealthcareService", [("location.capacity-status:not", "02")]),
+    ("HealthcareService", [("_filter", "location.nb-capacity gt 30 or location.capacity-status eq 05")]),
+]
+
+
+@pytest.mark.parametrize("profile", [0, 1, 3, 4])
+def test_criteria_on_an_offer_s_copies_of_its_places_rows_find_what_the_chain_finds(small, profile):
+    """Plain ``location.near``, ``near-insee-code`` and capacity criteria are answered from the offer's copies of its
+    places' rows for the profiles that see every place (1, 4); the other profiles, ``:missing`` and ``:not`` keep the
+    chain. Either way, the offers found through the chain."""
+    assert len(_ON_COPIES) >= 12
+    for rtype, pairs in _ON_COPIES:
+        got = _found(small, rtype, pairs, profile)
+        with patch.object(derived, "copy_key", lambda key: None):
+            assert _found(small, rtype, pairs, profile) == got, pairs
+
+
+@pytest.mark.parametrize(("profile", "pairs", "on_copies"), [
+    (1, [("location.nb-capacity", "gt0")], True),
+    (4, [("location.near-insee-code", "44162|15|km")], True),
+    (1, [("location.capacity-status:not", "02")], False),
+    (3, [("location.nb-capacity", "gt0")], False),
+    (1, [("location.nb-capacity", "gt0"), ("location.capacity-status", "02"), ("_same-record", "true")], False),
+])
+def test_which_criteria_read_the_copies(small, profile, pairs, on_copies):
+    plan = small.plan("HealthcareService", pairs, lenient=False, profile=profile)
+    with small.engine.connect() as conn, conn.begin():
+        base, _ = Compiler(plan, small.settings, current_tx(conn), conn.dialect.name).matches(conn)
+        params = base.compile(conn).params.values()
+    assert any(str(v).startswith(f"{derived.REFERENCE}.") for v in params) == on_copies
 
 
 def test_near_across_the_antimeridian(store):

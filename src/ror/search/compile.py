@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property, partial
 
 from sqlalchemy import (
@@ -43,6 +43,7 @@ from ror.search import filter as fast
 from ror.search.plan import Criterion, GeoQuery, Hop, SearchPlan, parse_geo, split_prefix
 from ror.search.visibility import LIVE_ROWS, Visibility, no_index, visible
 from ror.settings import Settings
+from ror.store import derived
 from ror.store.indexer import fold, parse_reference
 from ror.store.schema import (
     idx_date,
@@ -217,7 +218,7 @@ class Compiler:
             return self.vis.everything(c.rtype, pk)
         if p.type == SPECIAL:
             t = self.vis.alias(idx_geo)
-            return select(t.c.pk).where(*self._lookup(t, "Location.near", pk))
+            return select(t.c.pk).where(*self._lookup(t, _rows_key(p), pk))
         t = self.vis.alias(_table_for(p.type))
         return select(t.c.pk).where(*self._lookup(t, p.key, pk), *self.vis.record_scope(p, t.c.pk))
 
@@ -341,7 +342,7 @@ class Compiler:
         # A box crossing the antimeridian comes back with min_lon > max_lon.
         lon = g.c.lon.between(min_lon, max_lon) if min_lon <= max_lon else or_(g.c.lon >= min_lon,
                                                                                  g.c.lon <= max_lon)
-        return select(g.c.pk).where(*self._lookup(g, "Location.near", pk), g.c.lat.between(min_lat, max_lat), lon,
+        return select(g.c.pk).where(*self._lookup(g, _rows_key(c.param), pk), g.c.lat.between(min_lat, max_lat), lon,
                                     self.distance(g, q) <= q.km)
 
     def distance_key(self, base_pk) -> ColumnElement:
@@ -474,7 +475,20 @@ class Compiler:
         sizes = {id(f): n for f, n in zip(samples, counts, strict=True)}
         return min(candidates, key=lambda c: c.size(sizes))
 
+    def _on_copies(self, c: Criterion) -> Criterion:
+        """``c`` on the offer's own copies of its places' rows (``store.derived``) when it is a chain to them that
+        they answer alike: a plain value test (not ``:missing`` or ``:not``, which a place without the value would
+        satisfy), for a profile that sees every place (the copies cannot know which places a profile hides)."""
+        if c.modifier is not None or len(c.hops) != 1 or self.vis.restricts(c.rtype):
+            return c
+        hop = c.hops[0]
+        key = derived.copy_key(_rows_key(c.param))
+        if key is None or hop.reverse or hop.param.key != derived.REFERENCE or hop.target != derived.TARGET:
+            return c
+        return replace(c, hops=(), rtype=hop.source, param=replace(c.param, base=derived.REFERENCE, group=None))
+
     def _criterion_cond(self, c: Criterion) -> _Cond:
+        c = self._on_copies(c)
         test = partial(self.test, c)
         if c.modifier in ("not", "not-folded", "missing"):
             return _Cond(test)  # (nearly) everything: never drives
@@ -571,6 +585,12 @@ class Compiler:
 
     def plan_param(self, code: str):
         return registry().get(self.plan.rtype, code)
+
+
+def _rows_key(p: SearchParam) -> str:
+    """The key of the index rows ``p`` reads: a place's point for both geographic parameters (``near``,
+    ``near-insee-code``), and for their copies on an offer."""
+    return f"{p.base}.near" if p.type == SPECIAL else p.key
 
 
 def _rows_of(driver: _Cond) -> Select:

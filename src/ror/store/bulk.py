@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, inspect
 
 from ror.errors import InputFileError
 from ror.fhir.files import Line, Rejected
-from ror.store import repository
+from ror.store import derived, repository
 from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, write_transaction
 from ror.store.schema import INDEX_TABLES, load_fingerprint
 
@@ -61,7 +61,7 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
                 done = Counter(unchanged=len(batch.items))
             else:
                 with session.writing() as conn:
-                    done = _write(conn, batch, keep_last_updated, on_rejected)
+                    done = _write(conn, batch, keep_last_updated, on_rejected, copies=not session.first_load)
             totals.update(done)
             if on_batch:
                 on_batch(done)
@@ -100,8 +100,8 @@ class _Session:
     """Connections for the known-line lookups and the writes: a new one each time, or the one
     transaction of a first load."""
 
-    def __init__(self, engine: Engine, conn: Connection | None = None):
-        self.engine, self.conn = engine, conn
+    def __init__(self, engine: Engine, conn: Connection | None = None, first_load: bool = False):
+        self.engine, self.conn, self.first_load = engine, conn, first_load
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -159,9 +159,12 @@ def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
         deferred = _lookup_indexes(conn)
         for name, _ in deferred:
             dbapi_rows(conn, f"DROP INDEX {name}")
-        yield _Session(engine, conn)
+        yield _Session(engine, conn, first_load=True)
         for _, ddl in deferred:
             dbapi_rows(conn, ddl)
+        # The offers' copies of their places' rows, all at once: batch by batch, a place written after its offers
+        # would have had them looked up through an index dropped meanwhile.
+        derived.copy_all(conn, dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0])
 
 
 # -- preparing lines: parse, content hash, index rows --------------------------------------------------
@@ -258,7 +261,7 @@ def _prepare_in_worker(lines: list[Line], keep_last_updated: bool) -> list[repos
 # -- writing a batch ------------------------------------------------------------------------------------
 
 def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
-           on_rejected: Callable[[Rejected], None] | None) -> Counter:
+           on_rejected: Callable[[Rejected], None] | None, copies: bool) -> Counter:
     done: Counter = Counter()
     prepared: list[repository.Prepared] = []
     fingerprinted: dict[tuple[str, str], bytes] = {}
@@ -281,7 +284,7 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
         else:
             p = repository.prepare(item)
         prepared.append(p)
-    written = repository.write_batch(conn, prepared, keep_last_updated=keep_last_updated)
+    written = repository.write_batch(conn, prepared, keep_last_updated=keep_last_updated, copies=copies)
     done.update(w.outcome for w in written)
     if fingerprinted:
         hashes = {(p.rtype, p.rid): p.content_hash for p in prepared}

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Dialect, Engine, Table, and_, delete, func, s
 
 from ror.errors import NotFound
 from ror.fhirdates import STAMP_MIN, now_stamp, parse_range, stamp_to_instant
+from ror.store import derived
 from ror.store.engine import dbapi_many, dbapi_row_now, dbapi_rows, is_sqlite, next_tx
 from ror.store.indexer import index_rows, restamp
 from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
@@ -167,18 +168,21 @@ def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
 
 
 def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | None = None,
-                tx: int | None = None, keep_last_updated: bool = False) -> list[Written]:
+                tx: int | None = None, keep_last_updated: bool = False, copies: bool = True) -> list[Written]:
     """Write ``items`` in the caller's transaction. ``current`` may be passed when already fetched
     (and locked) by the caller. Items with an unchanged content hash are not written.
 
     ``meta.lastUpdated`` is the time of this write — what consumers' delta syncs compare with —
     unless ``keep_last_updated`` (migration of an existing directory's export, test fixtures) keeps
-    the submitted one where it is a valid instant."""
+    the submitted one where it is a valid instant.
+
+    ``copies``: the offers written, and those listing a place written, have their copies of their places' rows
+    brought up to date (``derived``); a first load makes them all at its end instead."""
     seen: set[tuple[str, str]] = set()
     for i, p in enumerate(items):
         if (p.rtype, p.rid) in seen:  # the same resource again: it is a new version of the first
-            return (write_batch(conn, items[:i], current, tx, keep_last_updated)
-                    + write_batch(conn, items[i:], None, None, keep_last_updated))
+            return (write_batch(conn, items[:i], current, tx, keep_last_updated, copies)
+                    + write_batch(conn, items[i:], None, None, keep_last_updated, copies))
         seen.add((p.rtype, p.rid))
     if current is None:
         current = fetch_current(conn, [(p.rtype, p.rid) for p in items])
@@ -222,6 +226,12 @@ def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | Non
             w.pk = pk
             pks.append((pk, p))
     _insert_index_rows(conn, pks, tx)
+    if copies:
+        written = [w for w in results if w.outcome != "unchanged"]
+        offers = {w.pk for w in written if w.rtype == derived.SOURCE}
+        offers |= derived.offers_listing(conn, [w.rid for w in written if w.rtype == derived.TARGET])
+        if offers:
+            _refresh_copies(conn, offers, tx)
     return results
 
 
@@ -292,14 +302,16 @@ def _live_rows_sql(dialect: Dialect, n: int) -> str:
 
 
 def live_index_rows(conn: Connection, pks: list[int]) -> dict[int, dict[str, Counter]]:
-    """The live index rows of resources, per table, as value tuples (without pk and transactions)."""
+    """The live index rows of resources that their bodies give (not the copies of ``derived``), per table, as value
+    tuples (without pk and transactions)."""
     live: dict[int, dict[str, Counter]] = {pk: defaultdict(Counter) for pk in pks}
     spans = _NARROW_SPANS if is_sqlite(conn) else _WIDE_SPANS
     for chunk in _chunks(pks, _CHUNK // len(INDEX_TABLES)):
         for got in dbapi_rows(conn, _live_rows_sql(conn.dialect, len(chunk)), tuple(chunk) * len(INDEX_TABLES)):
             for row in orjson.loads(got[2]) if got[0] == _PACKED else (got,):
                 kind, first, end = spans[row[0]]
-                live[row[1]][kind][tuple(row[first:end])] += 1
+                if row[first] not in derived.COPIES:  # an offer's copies of its places' rows are not its own
+                    live[row[1]][kind][tuple(row[first:end])] += 1
     return live
 
 
@@ -324,10 +336,21 @@ def _supersede_index_rows(conn: Connection, items: list[tuple[int, Prepared]], t
                     if before[row]:
                         close.append((tx, pk, *row))
                     inserted += [(pk, *row, tx, LIVE_TX)] * after[row]
-        if close:
-            dbapi_many(conn, _close_sql(conn.dialect, kind), close)
-        if inserted:
-            insert_rows(conn, table, inserted)
+        _close_rows(conn, kind, close)
+        insert_rows(conn, table, inserted)
+
+
+def _close_rows(conn: Connection, kind: str, rows: list[tuple]) -> None:
+    """Close live index rows of table ``kind``: (tx, pk, param, values…, grp, vis) each."""
+    if rows:
+        dbapi_many(conn, _close_sql(conn.dialect, kind), rows)
+
+
+def _refresh_copies(conn: Connection, offers: set[int], tx: int) -> None:
+    """The copies ``offers`` hold of their places' rows (``derived``) brought up to date at ``tx``."""
+    for kind, (gone, new) in derived.differences(conn, offers).items():
+        _close_rows(conn, kind, [(tx, *row) for row in gone])
+        insert_rows(conn, INDEX_TABLES[kind], [(*row, tx, LIVE_TX) for row in new])
 
 
 @functools.lru_cache(maxsize=32)

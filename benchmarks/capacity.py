@@ -44,16 +44,27 @@ from tests.capacity.test_protocol import capacity, op, path  # noqa: E402
 FHIR = "application/fhir+json"
 
 
+OFFERS_PER_PLACE = 2  # national data: 855,319 offer-place references for 404,000 places
+
+
 def dataset(n: int) -> list[dict]:
-    """The hand-built dataset, plus ``n`` copies of its palliative-care place under new identifiers."""
+    """The hand-built dataset, plus ``n`` copies of its palliative-care place under new identifiers, each listed by
+    ``OFFERS_PER_PLACE`` copies of its offer (whose copies of the place's rows each PATCH updates)."""
     base = [r for r in read_resources(ROOT / "tests/fixtures/small/bundle.json")]
     place = next(r for r in base if r["id"] == "loc-usp-nord")
+    offer = next(r for r in base if r["id"] == "hs-usp")
     out = list(base)
     for i in range(n):
         p = copy.deepcopy(place)
         p["id"] = f"bench-place-{i}"
         p["identifier"] = [{**p["identifier"][0], "value": f"1440990034/BENCH-{i}"}]
         out.append(p)
+        for k in range(OFFERS_PER_PLACE):
+            o = copy.deepcopy(offer)
+            o["id"] = f"bench-offer-{i}-{k}"
+            o["identifier"] = [{**o["identifier"][0], "value": f"{o['identifier'][0]['value']}-{i}-{k}"}]
+            o["location"] = [{"reference": f"Location/{p['id']}"}]
+            out.append(o)
     return out
 
 

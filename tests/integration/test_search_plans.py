@@ -155,6 +155,34 @@ def test_matches_of_a_string_held_once_per_resource_are_not_deduplicated(service
         assert bundle["total"] == 1 and matches(bundle) == found
 
 
+R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
+
+
+@pytest.mark.parametrize(("pairs", "distinct"), [
+    ([("specialty", f"{R211}|022")], False),  # one row per system|code: the indexer writes a row once
+    ([("specialty", "022")], True),  # any system: one row per system
+    ([("specialty", f"{R211}|022,{R211}|170")], True),  # two values
+    ([("characteristic", "https://mos.esante.gouv.fr/NOS/TRE_R209-TypeAccueil/FHIR/TRE-R209-TypeAccueil|1")],
+     True),  # a mask per value
+    ([("location.capacity-status", "https://mos.esante.gouv.fr/NOS/TRE_R330-StatutCapacite/FHIR/"
+                                   "TRE-R330-StatutCapacite|02")], True),  # copies: one per mask of the places
+])
+def test_matches_of_one_code_held_once_per_resource_are_not_deduplicated(service, pairs, distinct):
+    """An offer's rows of one ``system|code`` of its specialty are one row, even when the code is given twice: read
+    without ``DISTINCT``, each offer is found once."""
+    twice = {"coding": [{"system": R211, "code": "022"}]}
+    offers = [{"resourceType": "HealthcareService", "id": f"hs-{i}", "specialty": [twice, twice] if i else [twice],
+               "location": [{"reference": "Location/p-000"}]} for i in range(2)]
+    bulk.upsert(service.engine, [*places(1), *offers])
+    plan = service.plan("HealthcareService", pairs, lenient=False)
+    with service.engine.connect() as conn, conn.begin():
+        base, _ = Compiler(plan, service.settings, current_tx(conn), service.engine.dialect.name).matches(conn)
+        assert ("DISTINCT" in str(base)) is distinct
+    if pairs[0][0] == "specialty":
+        bundle = orjson.loads(service.search("HealthcareService", pairs, "http://t/fhir").body)
+        assert bundle["total"] == 2 and sorted(matches(bundle)) == ["hs-0", "hs-1"]
+
+
 FONCTION_LIEU = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
 
 

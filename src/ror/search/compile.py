@@ -37,6 +37,7 @@ from sqlalchemy import (
 from ror.errors import InvalidSearch
 from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_search_date
 from ror.geo import EARTH_RADIUS_KM, bounding_box
+from ror.profiles.access import mask_rule
 from ror.profiles.searchparams import SPECIAL, SearchParam, registry
 from ror.profiles.structure import base_children
 from ror.search import filter as fast
@@ -496,7 +497,8 @@ class Compiler:
         exact = not c.hops and c.param.code != "_id" and c.modifier not in ("above", "below")
         # A type's _lastUpdated has one row per resource, as a single plain string has: one value cannot match a
         # resource twice.
-        unique = exact and len(c.values) == 1 and (c.param.code == "_lastUpdated" or _one_row_per_resource(c.param))
+        unique = exact and len(c.values) == 1 and (c.param.code == "_lastUpdated" or _one_row_per_resource(c.param)
+                                                   or _one_row_per_value(c))
         return _Cond(test, lambda: self._chain_set(c.hops, c.rtype, end()), [end], lambda sizes: sizes[id(end)],
                      exact, unique, in_pk_order=exact and self.snap is LIVE_ROWS and _pins_lookup(c))
 
@@ -613,6 +615,17 @@ def _one_row_per_resource(p: SearchParam) -> bool:
     base, _, element = p.expression.partition(".")
     node = base_children(base).get(element) if base == p.base and element.isidentifier() else None
     return node is not None and node.max == 1 and not node.many and node.types == ["string"]
+
+
+def _one_row_per_value(c: Criterion) -> bool:
+    """Whether a resource has at most one row of ``c``'s value: one ``system|code`` of a token parameter read on the
+    resource itself whose rows all carry the same mask, since the indexer writes each row once (``index_rows``: a
+    code given twice, or by two paths, is one row). Not ``characteristic`` (a mask per value), nor an offer's copies of
+    its places' rows (one per mask). Its set is then read without deduplication: a national specialty's 51,000
+    offers, ``near`` statements −6 % in all, p95 −23 % (session 9)."""
+    p = c.param
+    return (_pins_lookup(c) and p.type in ("token", "uri") and p.group is None and p.base != derived.REFERENCE
+            and isinstance(mask_rule(p.base, p.code, None), int))
 
 
 def _pins_lookup(c: Criterion) -> bool:

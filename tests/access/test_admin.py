@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from starlette.applications import Starlette
 
+from ror.access import audit
 from ror.api.admin import admin_routes
 from ror.api.security import secure
 from tests.access.test_security import call, cert_headers, make_trust
@@ -118,3 +122,24 @@ def test_tokens_keys_and_audit(admin, pki):
     assert older and all(r["id"] < everything["next_before"] for r in older)
     assert all(r["app_id"] == "admin" for r in everything["records"])
     assert secret not in str(request("GET", "/admin/audit", params={"limit": "1000"}).json())
+
+
+def test_a_query_sees_the_rows_the_writer_thread_is_still_writing(tmp_path, monkeypatch):
+    """The writer thread took the queued rows and has not committed them yet: a query's flush waits for it rather than
+    finding the queue empty and reading without them (this test's admin audit query failed so under load)."""
+    trust = make_trust(tmp_path)
+    writing_started, original = threading.Event(), audit.dbapi_many
+
+    def slow_insert(conn, sql, rows):
+        writing_started.set()
+        time.sleep(0.3)
+        original(conn, sql, rows)
+    monkeypatch.setattr(audit, "dbapi_many", slow_insert)
+    trust.audit.record(("2026-11-26T10:00:00.000Z", "open", 1, "127.0.0.1", None, "GET", "/fhir/Location", "",
+                        "search-type", "Location", None, None, 200, "ok", 1, 0.5))
+    writer = threading.Thread(target=trust.audit.flush)
+    writer.start()
+    assert writing_started.wait(5)
+    assert [(r["app_id"], r["status"]) for r in trust.audit.query()] == [("open", 200)]
+    writer.join()
+    trust.audit.close()

@@ -86,6 +86,8 @@ class AuditLog:
         self.engine = engine
         self._queue: list[tuple] = []
         self._lock = threading.Lock()
+        # Held while a flush writes: a query's flush waits for the writer thread's (which may hold the latest rows).
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -112,18 +114,20 @@ class AuditLog:
                 log.exception("audit rows could not be written; will retry")
 
     def flush(self) -> None:
-        """Write what is queued now (also what admin queries call first, to see the latest requests)."""
-        with self._lock:
-            rows, self._queue = self._queue, []
-        if not rows:
-            return
-        try:
-            with writing(self.engine) as conn:
-                dbapi_many(conn, _INSERT, rows)
-        except Exception:
+        """Write what is queued now (also what admin queries call first, to see the latest requests), once a flush
+        under way is done: the writer thread may have taken the rows just before and not committed them yet."""
+        with self._flushing:
             with self._lock:
-                self._queue[:0] = rows
-            raise
+                rows, self._queue = self._queue, []
+            if not rows:
+                return
+            try:
+                with writing(self.engine) as conn:
+                    dbapi_many(conn, _INSERT, rows)
+            except Exception:
+                with self._lock:
+                    self._queue[:0] = rows
+                raise
 
     def close(self) -> None:
         """Stop the writer thread and write the last rows (logged, not raised, if that fails: shutdown goes on)."""

@@ -33,7 +33,7 @@ def rows_at(conn, rtype: str, rid: str, tx: int) -> dict[str, Counter]:
         cols = [c.name for c in table.columns][1:-2]
         rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM {table.name} "
                                  "WHERE pk = :pk AND since_tx <= :tx AND until_tx > :tx"), {"pk": pk, "tx": tx})
-        out[kind] = Counter(tuple(r) for r in rows if r[0] not in derived.COPIES)
+        out[kind] = Counter(tuple(r) for r in rows if not derived.is_copy(r[0]))
     return out
 
 
@@ -42,12 +42,15 @@ def copies_are_current(conn) -> None:
     offers = {pk for (pk,) in conn.execute(text("SELECT pk FROM resource WHERE rtype = 'HealthcareService'"))}
     assert offers
     assert {kind: ([], []) for kind in ("geo", "number", "token")} == derived.differences(conn, offers)
-    copied = ", ".join(f"'{k}'" for k in derived.COPIES)
-    holders = set()
+    holders, keys = set(), set()
     for table in INDEX_TABLES.values():
-        holders |= {pk for (pk,) in conn.execute(text(f"SELECT DISTINCT pk FROM {table.name} WHERE param IN ({copied}) "
-                                                      f"AND until_tx = {LIVE_TX}"))}
+        for pk, param in conn.execute(text(f"SELECT pk, param FROM {table.name} WHERE until_tx = {LIVE_TX} "
+                                           f"AND param LIKE '{derived.REFERENCE}%'")):
+            if derived.is_copy(param):
+                holders.add(pk)
+                keys.add(param)
     assert holders and holders <= offers
+    assert any(key.startswith(f"{derived.REFERENCE}@") for key in keys)  # the points per specialty code
 
 
 def expected(body: dict) -> dict[str, Counter]:
@@ -138,8 +141,8 @@ def test_an_offer_s_copies_of_its_places_rows_follow_the_place_and_the_reference
     svc = make_service(db_url)
     near = [("location.near", f"{place['position']['latitude']}|{place['position']['longitude']}|0.1|km")]
 
-    def found() -> set[str]:
-        bundle = orjson.loads(svc.search("HealthcareService", near, BASE).body)
+    def found(more: list[tuple[str, str]] = ()) -> set[str]:
+        bundle = orjson.loads(svc.search("HealthcareService", [*near, *more], BASE).body)
         return {e["resource"]["id"] for e in bundle.get("entry", ())}
 
     bulk.upsert(svc.engine, [r for r in resources if r is not place], batch_size=7, keep_last_updated=True)
@@ -159,7 +162,16 @@ def test_an_offer_s_copies_of_its_places_rows_follow_the_place_and_the_reference
     assert svc.update("HealthcareService", "hs-usp", orjson.dumps(renamed), BASE).status == 200
     with svc.engine.connect() as conn:  # the offer's places unchanged: its copies neither closed nor written again
         assert conn.execute(points).one() == copied
+    # its specialty changed: found by the new one in the box (the points copied per specialty code), not the old one
     offer = current_body(svc, "HealthcareService", "hs-usp")
+    old = offer["specialty"][0]["coding"][0]["code"]
+    new = "022" if old != "022" else "170"
+    offer["specialty"] = [{"coding": [{**offer["specialty"][0]["coding"][0], "code": new}]}]
+    assert svc.update("HealthcareService", "hs-usp", orjson.dumps(offer), BASE).status == 200
+    with svc.engine.connect() as conn:
+        copies_are_current(conn)
+    assert found([("specialty", new)]) == {"hs-usp"}
+    assert "hs-usp" not in found([("specialty", old)])
     offer["location"] = [{"reference": "Location/loc-versailles-hc"}]
     assert svc.update("HealthcareService", "hs-usp", orjson.dumps(offer), BASE).status == 200
     with svc.engine.connect() as conn:

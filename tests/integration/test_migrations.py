@@ -42,7 +42,9 @@ def test_0012_puts_pk_before_since_tx_in_the_lookup_indexes_of_a_loaded_store(se
 
 
 def _offer(rid: str, place: str) -> dict:
-    return {"resourceType": "HealthcareService", "id": rid, "location": [{"reference": f"Location/{place}"}]}
+    return {"resourceType": "HealthcareService", "id": rid, "location": [{"reference": f"Location/{place}"}],
+            "specialty": [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/"
+                                                 "TRE-R211-ActiviteOperationnelle", "code": "022"}]}]}
 
 
 def test_0013_reads_reference_rows_by_pk_from_the_index_of_a_loaded_store(service):

@@ -96,6 +96,13 @@ class _Cond:
     # On a live snapshot, the set comes out of its lookup index in pk order: every column of the index before
     # ``until_tx`` is fixed by one value (or, for a union, each part's is), since the index has pk next (0012).
     in_pk_order: bool = False
+    # Conditions that hold on every row of the set: not tested again when it drives.
+    implies: tuple[_Cond, ...] = ()
+
+    def tests_beside(self, conds: list[_Cond]) -> list[Callable[[ColumnElement], ColumnElement]]:
+        """The tests of ``conds`` left to check on each resource of this set, when it drives."""
+        done = {id(self), *map(id, self.implies)}
+        return [c.test for c in conds if id(c) not in done]
 
 
 class Compiler:
@@ -386,7 +393,7 @@ class Compiler:
                 # Merged from its parts read in pk order (the lookup indexes, migration 0012), rather than
                 # deduplicated in a temporary B-tree: the largest national `_filter` OR counted in 24, not 42 ms.
                 found = found.order_by(literal_column("pk"))
-            return self._page_query(found.subquery(), [c.test for c in conds if c is not driver])
+            return self._page_query(found.subquery(), driver.tests_beside(conds))
         d = self.vis.alias(idx_date)
         key = f"{self.plan.rtype}._lastUpdated"
         where = [visible(d, self.snap)]
@@ -396,7 +403,7 @@ class Compiler:
             where += [d.c.pk.in_(driver.set()), no_index(d.c.param) == key]
         if self.vis.restricts(self.plan.rtype):
             where.append(self.vis.shown(self.plan.rtype, d.c.pk))
-        return self._page_query(d, [c.test for c in conds if c is not driver], where)
+        return self._page_query(d, driver.tests_beside(conds) if driver else [c.test for c in conds], where)
 
     def streams_in_pk_order(self, conn: Connection) -> bool:
         """Whether the matches are the driving set alone, read in pk order from its lookup index (SQLite, a
@@ -461,10 +468,32 @@ class Compiler:
 
     def _conditions(self) -> list[_Cond]:
         singles, groups = self._record_groups()
-        conds = [self._criterion_cond(c) for c in singles] + [self._group_cond(g) for g in groups]
+        per_criterion = [(c, self._criterion_cond(c)) for c in singles]
+        conds = [cond for _, cond in per_criterion] + [self._group_cond(g) for g in groups]
         for ast, compiled in self.plan.filters:
             conds += [self._filter_cond(n, compiled) for n in (ast.items if isinstance(ast, fast.And) else (ast,))]
-        return conds
+        oriented = self._specialty_in_circle(per_criterion)
+        return [oriented, *conds] if oriented else conds
+
+    def _specialty_in_circle(self, per_criterion: list[tuple[Criterion, _Cond]]) -> _Cond | None:
+        """For a specialty and a geographic criterion on the places of the offers (on their copies), a set that can
+        drive: the offers of that specialty code whose places are in the circle, read from the copies of their points
+        kept per code (``store.derived``). Driving, it stands for the geographic criterion (the same points, the same
+        circle) but not the specialty (whose code it reads in any system); first among ties, since it holds no more
+        than either set."""
+        specialty = [c for c, _ in per_criterion if c.param.key == derived.SPECIALTY and not c.hops
+                     and c.modifier is None and len(c.values) == 1]
+        near = [(g, cond) for g, cond in ((self._on_copies(c), cond) for c, cond in per_criterion)
+                if g.param.base == derived.REFERENCE and g.param.type == SPECIAL]
+        if not specialty or not near:
+            return None
+        base = derived.keyed_base(_unescape(_PIPE.split(specialty[0].values[0], maxsplit=1)[-1]))
+        if base is None:
+            return None
+        (g, near_cond), = near[:1]
+        found = cache(partial(self._positive, replace(g, param=replace(g.param, base=base))))
+        return _Cond(lambda pk: true(), found, [found], lambda sizes: sizes[id(found)], exact=True,
+                     implies=(near_cond,))
 
     @staticmethod
     def _driver(conds: list[_Cond], conn: Connection | None) -> _Cond | None:

@@ -43,6 +43,24 @@ def copy_key(target_key: str) -> str | None:
 COPIES = frozenset(copy_key(k) for k in COPIED)
 _KINDS = sorted(set(COPIED.values()))
 
+# The places' points are also copied once per specialty code of the offer, under ``HealthcareService.location@<code>
+# .near``: the lookup index then reads the offers of one specialty in a box (the orientation search's driving set)
+# where the specialty's offers, up to 51,000 nationally, were each tested for the box.
+SPECIALTY = f"{SOURCE}.specialty"
+_KEYED = f"{REFERENCE}@"
+_KEYED_CODE_MAX = 40  # longer codes (none in TRE-R211) are not keyed: the column holds 80 characters
+
+
+def keyed_base(code: str) -> str | None:
+    """The base of the key of an offer's copies of its places' points for its specialty ``code`` (the key is
+    ``<base>.near``); None if there are none for such a code."""
+    return f"{_KEYED}{code}" if 0 < len(code) <= _KEYED_CODE_MAX else None
+
+
+def is_copy(param: str) -> bool:
+    """Whether index rows keyed ``param`` are an offer's copies of its places' rows."""
+    return param in COPIES or param.startswith(_KEYED)
+
 
 def _quoted(keys: Iterable[str]) -> str:
     return ", ".join(f"'{k}'" for k in sorted(keys))
@@ -58,20 +76,38 @@ def _wanted_sql(kind: str, n: int | None) -> str:
     grp, vis), each once."""
     values = ", ".join(f"t.{c}" for c in _values(kind))
     offers = f"ir.pk IN ({', '.join(['{p}'] * n)}) AND " if n is not None else ""
-    return (f"SELECT DISTINCT ir.pk, '{REFERENCE}.' || substr(t.param, {len(TARGET) + 2}), {values}, 0, "
-            f"ir.vis & t.vis FROM idx_ref ir JOIN resource r ON r.rtype = '{TARGET}' AND r.rid = ir.target_id "
-            f"JOIN {INDEX_TABLES[kind].name} t ON t.pk = r.pk AND t.until_tx = {LIVE_TX} "
-            f"AND t.param IN ({_quoted(k for k, v in COPIED.items() if v == kind)}) "
-            f"WHERE {offers}ir.param = '{REFERENCE}' AND ir.target_type = '{TARGET}' AND ir.until_tx = {LIVE_TX}")
+    places = (f"FROM idx_ref ir JOIN resource r ON r.rtype = '{TARGET}' AND r.rid = ir.target_id "
+              f"JOIN {INDEX_TABLES[kind].name} t ON t.pk = r.pk AND t.until_tx = {LIVE_TX} "
+              f"AND t.param IN ({_quoted(k for k, v in COPIED.items() if v == kind)})")
+    where = f"WHERE {offers}ir.param = '{REFERENCE}' AND ir.target_type = '{TARGET}' AND ir.until_tx = {LIVE_TX}"
+    sql = (f"SELECT DISTINCT ir.pk, '{REFERENCE}.' || substr(t.param, {len(TARGET) + 2}), {values}, 0, "
+           f"ir.vis & t.vis {places} {where}")
+    if kind != "geo":
+        return sql
+    return (f"{sql} UNION ALL SELECT DISTINCT ir.pk, '{_KEYED}' || s.code || '.near', {values}, 0, "
+            f"ir.vis & t.vis & s.vis {places} JOIN idx_token s ON s.pk = ir.pk AND s.until_tx = {LIVE_TX} "
+            f"AND s.param = '{SPECIALTY}' AND length(s.code) <= {_KEYED_CODE_MAX} {where}")
 
 
 def _live_sql(kind: str, n: int, sqlite: bool) -> str:
     """The live copies of ``n`` offers in table ``kind``, read through the offers' own rows (on SQLite ``+param``:
     not through the lookup index, which would walk every copy of the parameter)."""
-    keys = _quoted(copy_key(k) for k, v in COPIED.items() if v == kind)
+    param = f"{'+' if sqlite else ''}param"
     return (f"SELECT pk, param, {', '.join(_values(kind))}, grp, vis FROM {INDEX_TABLES[kind].name} "
-            f"WHERE pk IN ({', '.join(['{p}'] * n)}) AND until_tx = {LIVE_TX} AND {'+' if sqlite else ''}param "
-            f"IN ({keys})")
+            f"WHERE pk IN ({', '.join(['{p}'] * n)}) AND until_tx = {LIVE_TX} AND {_copies_of(kind, param)}")
+
+
+def _copies_of(kind: str, param: str) -> str:
+    """SQL: the rows of table ``kind`` whose ``param`` is a copy's."""
+    keys = _quoted(copy_key(k) for k, v in COPIED.items() if v == kind)
+    keyed = f" OR substr({param}, 1, {len(_KEYED)}) = '{_KEYED}'" if kind == "geo" else ""
+    return f"({param} IN ({keys}){keyed})"
+
+
+def drop_all(conn: Connection) -> None:
+    """Delete every copy, live or not (a migration copies them again)."""
+    for kind in _KINDS:
+        dbapi_rows(conn, f"DELETE FROM {INDEX_TABLES[kind].name} WHERE {_copies_of(kind, 'param')}")
 
 
 def offers_listing(conn: Connection, place_ids: Iterable[str]) -> set[int]:
@@ -97,7 +133,8 @@ def differences(conn: Connection, offers: Iterable[int]) -> dict[str, tuple[list
         new: list[tuple] = []
         for i in range(0, len(pks), _CHUNK):
             chunk = pks[i:i + _CHUNK]
-            wanted = {tuple(r) for r in dbapi_rows(conn, _wanted_sql(kind, len(chunk)), chunk)}
+            sql = _wanted_sql(kind, len(chunk))
+            wanted = {tuple(r) for r in dbapi_rows(conn, sql, chunk * (sql.count("{p}") // len(chunk)))}
             live = {tuple(r) for r in dbapi_rows(conn, _live_sql(kind, len(chunk), sqlite), chunk)}
             gone += live - wanted
             new += wanted - live
@@ -113,3 +150,9 @@ def copy_all(conn: Connection, tx: int) -> None:
         names = ", ".join(c.name for c in table.columns)
         dbapi_rows(conn, f"INSERT INTO {table.name} ({names}) SELECT w.*, {int(tx)}, {LIVE_TX} "
                          f"FROM ({_wanted_sql(kind, None)}) w")
+
+
+def copy_again(conn: Connection) -> None:
+    """Every copy dropped, then made again at the store's latest transaction (the migrations that bring copies)."""
+    drop_all(conn)
+    copy_all(conn, dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0])

@@ -310,7 +310,7 @@ def live_index_rows(conn: Connection, pks: list[int]) -> dict[int, dict[str, Cou
         for got in dbapi_rows(conn, _live_rows_sql(conn.dialect, len(chunk)), tuple(chunk) * len(INDEX_TABLES)):
             for row in orjson.loads(got[2]) if got[0] == _PACKED else (got,):
                 kind, first, end = spans[row[0]]
-                if row[first] not in derived.COPIES:  # an offer's copies of its places' rows are not its own
+                if not derived.is_copy(row[first]):  # an offer's copies of its places' rows are not its own
                     live[row[1]][kind][tuple(row[first:end])] += 1
     return live
 

@@ -490,7 +490,7 @@ class Compiler:
         base = derived.keyed_base(_unescape(_PIPE.split(specialty[0].values[0], maxsplit=1)[-1]))
         if base is None:
             return None
-        (g, near_cond), = near[:1]
+        g, near_cond = near[0]
         found = cache(partial(self._positive, replace(g, param=replace(g.param, base=base))))
         return _Cond(lambda pk: true(), found, [found], lambda sizes: sizes[id(found)], exact=True,
                      implies=(near_cond,))

@@ -8,12 +8,16 @@ and two correlated subqueries per criterion, 7–10 µs, for up to 51,000 nation
 ``HealthcareService.location.<code>`` (``COPIES``), and the compiler tests those instead of the chain where the
 result is the same (``search.compile``): one descent of the offer's own index per criterion.
 
+The points are also copied once per specialty code of the offer (``HealthcareService.location@<code>.near``), so
+that the lookup index reads the offers of one specialty in a circle: the orientation search's driving set.
+
 A copy is one row per distinct value over the offer's places, ``grp`` 0 (it belongs to no record: same-record
 criteria keep the chain), its ``vis`` the reference row's and the place row's masks together (a profile sees the copy
-exactly when it sees both rows). ``refresh`` keeps the copies in every write (``repository.write_batch``): of the
-offers written, and of the offers listing a place written (a capacity PATCH: the 1–3 offers of its place), by the
-difference between the rows their places give and the live copies, at the write's transaction like every index row.
-A first load, whose lookup indexes are built at its end, copies every offer's rows there instead (``copy_all``).
+exactly when it sees both rows). Every write keeps the copies (``repository.write_batch`` applies ``differences``):
+of the offers written, and of the offers listing a place written (``offers_listing``: a capacity PATCH refreshes the
+1–3 offers of its place), by the difference between the rows their places give and the live copies, at the write's
+transaction like every index row. A first load, whose lookup indexes are built at its end, copies every offer's rows
+there instead (``copy_all``).
 """
 
 from __future__ import annotations
@@ -43,9 +47,8 @@ def copy_key(target_key: str) -> str | None:
 COPIES = frozenset(copy_key(k) for k in COPIED)
 _KINDS = sorted(set(COPIED.values()))
 
-# The places' points are also copied once per specialty code of the offer, under ``HealthcareService.location@<code>
-# .near``: the lookup index then reads the offers of one specialty in a box (the orientation search's driving set)
-# where the specialty's offers, up to 51,000 nationally, were each tested for the box.
+# The points per specialty code: the offers of one code in a circle are read from the lookup index, where the
+# specialty's offers, up to 51,000 nationally, were each tested against the circle.
 SPECIALTY = f"{SOURCE}.specialty"
 _KEYED = f"{REFERENCE}@"
 _KEYED_CODE_MAX = 40  # longer codes (none in TRE-R211) are not keyed: the column holds 80 characters

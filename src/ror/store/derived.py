@@ -74,6 +74,12 @@ def _values(kind: str) -> list[str]:
     return [c.name for c in INDEX_TABLES[kind].columns][2:-4]
 
 
+def _keyed(kind: str) -> bool:
+    """Whether table ``kind`` also holds the points per specialty code: its statement of wanted copies has a second
+    branch, which binds the offers' pks again."""
+    return kind == "geo"
+
+
 def _wanted_sql(kind: str, n: int | None) -> str:
     """The copies that ``n`` offers (pks bound), or all offers, should have in table ``kind``: (pk, param, values…,
     grp, vis), each once."""
@@ -85,7 +91,7 @@ def _wanted_sql(kind: str, n: int | None) -> str:
     where = f"WHERE {offers}ir.param = '{REFERENCE}' AND ir.target_type = '{TARGET}' AND ir.until_tx = {LIVE_TX}"
     sql = (f"SELECT DISTINCT ir.pk, '{REFERENCE}.' || substr(t.param, {len(TARGET) + 2}), {values}, 0, "
            f"ir.vis & t.vis {places} {where}")
-    if kind != "geo":
+    if not _keyed(kind):
         return sql
     return (f"{sql} UNION ALL SELECT DISTINCT ir.pk, '{_KEYED}' || s.code || '.near', {values}, 0, "
             f"ir.vis & t.vis & s.vis {places} JOIN idx_token s ON s.pk = ir.pk AND s.until_tx = {LIVE_TX} "
@@ -103,7 +109,7 @@ def _live_sql(kind: str, n: int, sqlite: bool) -> str:
 def _copies_of(kind: str, param: str) -> str:
     """SQL: the rows of table ``kind`` whose ``param`` is a copy's."""
     keys = _quoted(copy_key(k) for k, v in COPIED.items() if v == kind)
-    keyed = f" OR substr({param}, 1, {len(_KEYED)}) = '{_KEYED}'" if kind == "geo" else ""
+    keyed = f" OR substr({param}, 1, {len(_KEYED)}) = '{_KEYED}'" if _keyed(kind) else ""
     return f"({param} IN ({keys}){keyed})"
 
 
@@ -136,8 +142,8 @@ def differences(conn: Connection, offers: Iterable[int]) -> dict[str, tuple[list
         new: list[tuple] = []
         for i in range(0, len(pks), _CHUNK):
             chunk = pks[i:i + _CHUNK]
-            sql = _wanted_sql(kind, len(chunk))
-            wanted = {tuple(r) for r in dbapi_rows(conn, sql, chunk * (sql.count("{p}") // len(chunk)))}
+            wanted = {tuple(r) for r in dbapi_rows(conn, _wanted_sql(kind, len(chunk)),
+                                                   chunk * (2 if _keyed(kind) else 1))}
             live = {tuple(r) for r in dbapi_rows(conn, _live_sql(kind, len(chunk), sqlite), chunk)}
             gone += live - wanted
             new += wanted - live

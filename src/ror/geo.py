@@ -83,6 +83,14 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
+def haversine_bound(km: float) -> float:
+    """The haversine ``h`` (as in ``haversine_km``) of the points within ``km``: ``h <= haversine_bound(km)`` says
+    ``haversine_km(...) <= km`` without an arcsine or a square root per point (a geographic search tests every point
+    of its box)."""
+    half = km / (2 * EARTH_RADIUS_KM)  # the angle's half, radians
+    return 1.0 if half >= math.pi / 2 else math.sin(half) ** 2
+
+
 def bounding_box(lat: float, lon: float, km: float) -> tuple[float, float, float, float]:
     """``(min_lat, max_lat, min_lon, max_lon)`` holding every point within ``km`` of (lat, lon).
 

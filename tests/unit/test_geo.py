@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ror.geo import EARTH_RADIUS_KM, Commune, bounding_box, haversine_km, load_communes
+from ror.geo import EARTH_RADIUS_KM, Commune, bounding_box, haversine_bound, haversine_km, load_communes
 
 REPO = Path(__file__).resolve().parents[2]
 NOS_ZIP = (REPO.parent / "shared/data/platines/ror-server-tests/lecture-eg-avec-date-sans-restriction-profil1"
@@ -265,6 +265,27 @@ def test_bounding_box_edges():
     assert min_lon > max_lon                                           # wraps across the antimeridian
     with pytest.raises(ValueError):
         bounding_box(*PARIS, -1)
+
+
+def test_haversine_bound_says_what_the_distance_says(communes):
+    """``h <= haversine_bound(km)`` keeps exactly the points ``haversine_km <= km`` keeps: around Nantes, for radii
+    just inside and just outside each commune's distance."""
+    centre = communes["44109"]
+    p1 = math.radians(centre.latitude)
+    for c in (c for c in communes.values() if c.has_position):
+        d = haversine_km(centre.latitude, centre.longitude, c.latitude, c.longitude)
+        dlat, dlon = math.radians(c.latitude - centre.latitude), math.radians(c.longitude - centre.longitude)
+        h = math.sin(dlat / 2) ** 2 + math.cos(p1) * math.cos(math.radians(c.latitude)) * math.sin(dlon / 2) ** 2
+        for km in (d * (1 - 1e-9) - 1e-9, d * (1 + 1e-9) + 1e-9):
+            if km < 0:  # the centre itself
+                continue
+            assert (h <= haversine_bound(km)) == (d <= km), (c, km)
+
+
+def test_haversine_bound_beyond_half_the_globe():
+    assert haversine_bound(0) == 0.0
+    assert haversine_bound(math.pi * EARTH_RADIUS_KM) == 1.0       # the antipodes are within
+    assert haversine_bound(1.5 * math.pi * EARTH_RADIUS_KM) == 1.0  # the sine's second half would shrink it
 
 
 def test_prefilter_then_exact(communes):

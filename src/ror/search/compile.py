@@ -11,6 +11,7 @@ in pk order. The whole query — criteria, sort keys, count — sees one snapsho
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ from sqlalchemy import (
 
 from ror.errors import InvalidSearch
 from ror.fhirdates import STAMP_MAX, STAMP_MIN, parse_search_date
-from ror.geo import EARTH_RADIUS_KM, bounding_box
+from ror.geo import EARTH_RADIUS_KM, bounding_box, haversine_bound
 from ror.profiles.access import mask_rule
 from ror.profiles.searchparams import SPECIAL, SearchParam, registry
 from ror.profiles.structure import base_children
@@ -341,6 +342,16 @@ class Compiler:
              + func.cos(rad(g.c.lat)) * func.cos(rad(q.lat)) * func.power(func.sin(rad(g.c.lon - q.lon) * 0.5), 2))
         return 2 * EARTH_RADIUS_KM * func.asin(func.sqrt(func.least(1.0, a)))
 
+    @staticmethod
+    def within(g, q: GeoQuery) -> ColumnElement:
+        """The point of row ``g`` is within ``q.km`` of ``q``'s: ``haversine_km`` compared by its haversine, the query
+        point's terms bound once. Calling the distance (a Python function on SQLite) for each point of the box was
+        two thirds of a national circle's time (2,555 points: 17 -> 4.9 ms, raw SQL)."""
+        half = math.pi / 360  # a degree in radians, halved
+        h = (func.power(func.sin((g.c.lat - q.lat) * half), 2) + func.cos(g.c.lat * (2 * half))
+             * math.cos(math.radians(q.lat)) * func.power(func.sin((g.c.lon - q.lon) * half), 2))
+        return h <= haversine_bound(q.km)
+
     def _geo(self, c: Criterion, pk=None) -> Select:
         if len(c.values) != 1:
             raise InvalidSearch(f"'{c.name}': one location only (no comma list)", expression=c.name)
@@ -351,7 +362,7 @@ class Compiler:
         lon = g.c.lon.between(min_lon, max_lon) if min_lon <= max_lon else or_(g.c.lon >= min_lon,
                                                                                  g.c.lon <= max_lon)
         return select(g.c.pk).where(*self._lookup(g, _rows_key(c.param), pk), g.c.lat.between(min_lat, max_lat), lon,
-                                    self.distance(g, q) <= q.km)
+                                    self.within(g, q))
 
     def distance_key(self, base_pk) -> ColumnElement:
         """Distance of each base resource from the plan's near point (nearest of its places)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -54,8 +56,9 @@ def _sqlite_engine(url: str, cache_mb: int) -> Engine:
                        f"cache_size=-{cache_mb * 1024}", "mmap_size=1073741824", "temp_store=MEMORY"):
             cur.execute("PRAGMA " + pragma)
         cur.close()
-        # SQLite has no trigonometry by default: the geographic search calls this.
+        # The distance a geographic search sorts by (SQLite's SQL has no such function).
         dbapi_conn.create_function("ror_distance_km", 4, haversine_km, deterministic=True)
+        ensure_math_functions(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection):
@@ -65,6 +68,20 @@ def _sqlite_engine(url: str, cache_mb: int) -> Engine:
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+# SQLite's math functions that a geographic search's test calls (``Compiler.within``), as Python would compute them.
+_MATH_FUNCTIONS = (("sin", 1, math.sin), ("cos", 1, math.cos), ("power", 2, math.pow))
+
+
+def ensure_math_functions(dbapi_conn) -> None:
+    """Give the connection SQLite's math functions where its build left them out (they are compiled in by default
+    since SQLite 3.35, optional before)."""
+    try:
+        dbapi_conn.execute("SELECT sin(0), cos(0), power(2, 2)").fetchall()
+    except sqlite3.OperationalError:
+        for name, arity, fn in _MATH_FUNCTIONS:
+            dbapi_conn.create_function(name, arity, fn, deterministic=True)
 
 
 class _WriterQueue:

@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 
 from ror.store import bulk, migrate
 from ror.store.schema import INDEX_TABLES
+from tests.api.test_http import capacity
 from tests.integration.test_index_diff import copies_are_current
 from tests.integration.test_paging import places
 
@@ -47,19 +48,37 @@ def _offer(rid: str, place: str) -> dict:
                                                  "TRE-R211-ActiviteOperationnelle", "code": "022"}]}]}
 
 
+def _pk_index(engine, table: str) -> list[str]:
+    with engine.connect() as conn:
+        return {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes(table)}[f"ix_{table}_pk"]
+
+
 def test_0013_reads_reference_rows_by_pk_from_the_index_of_a_loaded_store(service):
     bulk.upsert(service.engine, [*places(3), _offer("hs-1", "p-001"), _offer("hs-2", "p-002")])
     pairs = [("location.name", "unite 001")]
-
-    def pk_index() -> list[str]:
-        with service.engine.connect() as conn:
-            return {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes("idx_ref")}["ix_idx_ref_pk"]
     _alembic(service.engine, command.downgrade, "0012")
-    assert pk_index() == ["pk", "until_tx"]
+    assert _pk_index(service.engine, "idx_ref") == ["pk", "until_tx"]
     assert b'"total":1' in service.search("HealthcareService", pairs, "http://t").body
     _alembic(service.engine, command.upgrade, "head")
-    assert pk_index() == ["pk", "until_tx", "param", "target_type", "target_id"]
+    assert _pk_index(service.engine, "idx_ref") == ["pk", "until_tx", "param", "target_type", "target_id"]
     assert b'"id":"hs-1"' in service.search("HealthcareService", pairs, "http://t").body
+
+
+def test_0015_reads_token_and_number_rows_by_pk_from_the_index_of_a_loaded_store(service):
+    full, empty = places(2)
+    full.setdefault("extension", []).append(capacity("02", 3))
+    empty.setdefault("extension", []).append(capacity("02", 0))
+    bulk.upsert(service.engine, [full, empty, _offer("hs-1", full["id"]), _offer("hs-2", empty["id"])])
+    # The specialty drives; each offer is tested for its places' capacity (on its copies) by pk.
+    pairs = [("specialty", "022"), ("location.nb-capacity", "gt0"), ("location.capacity-status", "02")]
+    _alembic(service.engine, command.downgrade, "0014")
+    assert _pk_index(service.engine, "idx_token") == _pk_index(service.engine, "idx_number") == ["pk", "until_tx"]
+    before = service.search("HealthcareService", pairs, "http://t").body
+    _alembic(service.engine, command.upgrade, "head")
+    assert _pk_index(service.engine, "idx_token") == ["pk", "until_tx", "param", "code"]
+    assert _pk_index(service.engine, "idx_number") == ["pk", "until_tx", "param", "value"]
+    after = service.search("HealthcareService", pairs, "http://t").body
+    assert b'"total":1' in after and after.split(b'"link"')[1] == before.split(b'"link"')[1]
 
 
 def test_0014_copies_the_rows_of_their_places_into_the_offers_of_a_loaded_store(service):

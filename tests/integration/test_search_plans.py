@@ -9,7 +9,7 @@ from unittest.mock import patch
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from ror.fhir.files import read_resources
 from ror.geo import EARTH_RADIUS_KM, haversine_km
@@ -358,6 +358,30 @@ def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(sto
 
 
 
+@pytest.mark.parametrize("live", [True, False])
+def test_a_token_tested_on_each_resource_is_read_from_the_index_alone(small, live):
+    """A ``system|code`` tested on each resource found by another criterion is one descent of the lookup index on a
+    live snapshot (every column before ``pk`` fixed); a code alone, or an older snapshot (``until_tx`` a range), reads
+    the resource's rows by pk, from the index alone on a live snapshot (it carries their parameter and code: migration
+    0015)."""
+    if small.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL chooses its index-only scans from its statistics")
+    pairs = [("_id", "hs-gyneco-hc,hs-psy-adulte"), ("specialty", f"{R211}|022"), ("specialty", "022")]
+    with _forced(DRIVERS["first"]):
+        assert _found(small, "HealthcareService", pairs) == {"hs-gyneco-hc"}
+        plan = small.plan("HealthcareService", pairs, lenient=False)
+        with small.engine.connect() as conn, conn.begin():
+            base, _ = Compiler(plan, small.settings, current_tx(conn), "sqlite", live=live).matches(conn)
+            sql = str(base.compile(conn, compile_kwargs={"literal_binds": True}))
+            steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql) if "idx_token" in row[3]]
+    pinned = "COVERING INDEX ix_idx_token_lookup (param=? AND code=? AND system=? AND until_tx=? AND pk=?)"
+    if live:
+        assert pinned in steps[0] and "COVERING INDEX ix_idx_token_pk (pk=? AND until_tx=?)" in steps[1], steps
+    else:  # the snapshot's since_tx is read from the table
+        assert all("INDEX ix_idx_token_pk (pk=? AND until_tx>?)" in s for s in steps), steps
+    assert len(steps) == 2
+
+
 # Searches on the rows an offer copies from its places (store/derived.py), alone and with others.
 _ON_COPIES = [(rtype, pairs) for rtype, pairs, _ in CASES
               if rtype == "HealthcareService" and any(name.startswith("location.") for name, _ in pairs)] + [
@@ -390,6 +414,26 @@ def test_criteria_on_an_offer_s_copies_of_its_places_rows_find_what_the_chain_fi
             assert _found(small, rtype, pairs, profile) == got, pairs
 
 
+@pytest.mark.parametrize("profile", [0, 1, 3, 4])
+def test_offers_sorted_by_distance_from_their_copies_as_through_the_chain(small, profile):
+    """``_sort=near`` on offers reads the nearest of their places from their copies of the points where the criterion
+    reads the copies (profiles 1 and 4): the same order as through the chain."""
+    def ordered(pairs) -> list[str]:
+        return matches(orjson.loads(small.search("HealthcareService", pairs, "http://t/fhir",
+                                                 caller=caller(profile)).body))
+    for sort in ("near,_id", "-near,_id"):
+        pairs = [("location.near-insee-code", "44162|30|km"), ("_sort", sort)]
+        got = ordered(pairs)
+        assert len(got) >= 4
+        with patch.object(derived, "copy_key", lambda key: None):
+            assert ordered(pairs) == got, sort
+    plan = small.plan("HealthcareService", pairs, lenient=False, profile=profile)
+    with small.engine.connect() as conn, conn.begin():
+        _, keys = Compiler(plan, small.settings, current_tx(conn), conn.dialect.name).matches(conn)
+        params = keys[0][0].compile(conn).params.values()  # the key, and the matches it is computed on
+    assert ("Location.near" in params) == (profile not in (1, 4))  # the places' own points: through the chain
+
+
 def test_a_specialty_in_a_circle_is_driven_by_its_offers_in_the_circle(small):
     """On SQLite, a specialty and a circle around the offers' places drive from the offers of that code whose places
     are in the circle (their points copied per specialty code), found by the lookup index alone."""
@@ -398,12 +442,20 @@ def test_a_specialty_in_a_circle_is_driven_by_its_offers_in_the_circle(small):
     pairs = [("location.nb-capacity", "ge0"), ("specialty", "022"), ("location.near-insee-code", "44109|20|km")]
     assert _found(small, "HealthcareService", pairs) == {"hs-gyneco-hc"}
     plan = small.plan("HealthcareService", pairs, lenient=False)
+    sized = []
     with small.engine.connect() as conn, conn.begin():
+        def statement(conn, cursor, sql, params, *_):
+            sized.append(params)
+        event.listen(conn, "before_cursor_execute", statement)
         _, driver = Compiler(plan, small.settings, current_tx(conn), "sqlite")._conditions_and_driver(conn)
+        event.remove(conn, "before_cursor_execute", statement)
         found = driver.set().compile(conn)
         steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(driver.set().compile(
             conn, compile_kwargs={"literal_binds": True})))]
     assert f"{derived.REFERENCE}@022.near" in found.params.values()
+    # Sized beside the specialty and the bed count, not the circle of every offer's points, which it implies.
+    assert len(sized) == 1 and f"{derived.REFERENCE}@022.near" in sized[0]
+    assert f"{derived.REFERENCE}.near" not in sized[0] and f"{derived.REFERENCE}.nb-capacity" in sized[0]
     assert steps == ["SEARCH idx_geo_1 USING COVERING INDEX ix_idx_geo_lookup (param=? AND lat>? AND lat<?)"], steps
 
 

@@ -99,11 +99,16 @@ class _Cond:
     in_pk_order: bool = False
     # Conditions that hold on every row of the set: not tested again when it drives.
     implies: tuple[_Cond, ...] = ()
+    # Conditions that hold on nearly every row of the set: tested last when it drives, on the resources the others
+    # let through (SQLite tests the conditions in the order written and stops at the first that fails).
+    nearly_implies: tuple[_Cond, ...] = ()
 
     def tests_beside(self, conds: list[_Cond]) -> list[Callable[[ColumnElement], ColumnElement]]:
         """The tests of ``conds`` left to check on each resource of this set, when it drives."""
         done = {id(self), *map(id, self.implies)}
-        return [c.test for c in conds if id(c) not in done]
+        last = {id(c) for c in self.nearly_implies}
+        left = [c for c in conds if id(c) not in done]
+        return [c.test for c in sorted(left, key=lambda c: id(c) in last)]  # stable
 
 
 class Compiler:
@@ -496,21 +501,22 @@ class Compiler:
         """For a specialty and a geographic criterion on the places of the offers (on their copies), a set that can
         drive: the offers of that specialty code whose places are in the circle, read from the copies of their points
         kept per code (``store.derived``). Driving, it stands for the geographic criterion (the same points, the same
-        circle) but not the specialty (whose code it reads in any system); first among ties, since it holds no more
-        than either set."""
-        specialty = [c for c, _ in per_criterion if c.param.key == derived.SPECIALTY and not c.hops
+        circle) but not the specialty (whose code it reads in any system): that is tested last, since it nearly always
+        holds (the largest national specialty around Paris, tested for it first: 34 ms, last: 23, raw SQL); first
+        among ties, since it holds no more than either set."""
+        specialty = [(c, cond) for c, cond in per_criterion if c.param.key == derived.SPECIALTY and not c.hops
                      and c.modifier is None and len(c.values) == 1]
         near = [(g, cond) for g, cond in ((self._on_copies(c), cond) for c, cond in per_criterion)
                 if g.param.base == derived.REFERENCE and g.param.type == SPECIAL]
         if not specialty or not near:
             return None
-        base = derived.keyed_base(_unescape(_PIPE.split(specialty[0].values[0], maxsplit=1)[-1]))
+        (s, specialty_cond), (g, near_cond) = specialty[0], near[0]
+        base = derived.keyed_base(_unescape(_PIPE.split(s.values[0], maxsplit=1)[-1]))
         if base is None:
             return None
-        g, near_cond = near[0]
         found = cache(partial(self._positive, replace(g, param=replace(g.param, base=base))))
         return _Cond(lambda pk: true(), found, [found], lambda sizes: sizes[id(found)], exact=True,
-                     implies=(near_cond,))
+                     implies=(near_cond,), nearly_implies=(specialty_cond,))
 
     @staticmethod
     def _driver(conds: list[_Cond], conn: Connection | None) -> _Cond | None:

@@ -121,6 +121,22 @@ def test_a_union_is_sized_from_its_parts_without_overcounting_their_overlap(serv
         assert [comp.driven_by_at_least(conn, n) for n in range(9, 15)] == [True] * 4 + [False] * 2
 
 
+def test_a_driving_set_counted_whole_when_sized_is_not_counted_again(small):
+    """A driver of the base type's own rows whose count stopped below the sizing cap is known to be smaller than a
+    large result set: no second count (on SQLite, which sizes)."""
+    if small.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL counts the matches in the page's statement")
+    plan = small.plan("HealthcareService", [("specialty", "022"), ("name", "gyn")], lenient=False)
+    counted = []
+    with small.engine.connect() as conn, conn.begin():
+        comp = Compiler(plan, small.settings, current_tx(conn), "sqlite")
+        _, driver = comp._conditions_and_driver(conn)
+        event.listen(conn, "before_cursor_execute", lambda *args: counted.append(args[2]))
+        assert driver.sized is not None and not comp.driven_by_at_least(conn, execute._SCAN_FROM)
+        assert counted == []
+        assert comp.driven_by_at_least(conn, driver.sized) and len(counted) == 1  # below the cap: counted
+
+
 def test_a_filter_or_is_merged_from_sets_read_in_pk_order(service):
     """SQLite reads a ``_filter`` OR of two values as the merge of their sets, each in pk order straight from the
     lookup index (pk before since_tx, migration 0012): no temporary B-tree to deduplicate or sort them."""

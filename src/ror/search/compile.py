@@ -102,6 +102,8 @@ class _Cond:
     # Conditions that hold on nearly every row of the set: tested last when it drives, on the resources the others
     # let through (SQLite tests the conditions in the order written and stops at the first that fails).
     nearly_implies: tuple[_Cond, ...] = ()
+    # Its capped count (up to ``_SIZE_CAP``), once sized and chosen to drive (``Compiler._driver``).
+    sized: int | None = None
 
     def tests_beside(self, conds: list[_Cond]) -> list[Callable[[ColumnElement], ColumnElement]]:
         """The tests of ``conds`` left to check on each resource of this set, when it drives."""
@@ -446,6 +448,8 @@ class Compiler:
         _, driver = self._conditions_and_driver(conn)
         if driver is None:
             return True
+        if driver.exact and driver.sized is not None and driver.sized < _SIZE_CAP <= n:
+            return False  # its rows (the base type's own: no chain to fan out) all counted when sized
         parts = driver.union_of
         if parts:  # capped counts of the parts first: SQLite reads a UNION whole before its LIMIT applies
             sizes = conn.execute(select(*[_capped_count(p.set(), n) for p in parts])).one()
@@ -529,7 +533,9 @@ class Compiler:
         samples = [f for c in candidates for f in c.samples]
         counts = conn.execute(select(*[_capped_count(f(), _SIZE_CAP) for f in samples])).one()
         sizes = {id(f): n for f, n in zip(samples, counts, strict=True)}
-        return min(candidates, key=lambda c: c.size(sizes))
+        chosen = min(candidates, key=lambda c: c.size(sizes))
+        chosen.sized = chosen.size(sizes)
+        return chosen
 
     def _on_copies(self, c: Criterion) -> Criterion:
         """``c`` on the offer's own copies of its places' rows (``store.derived``) when it is a chain to them that

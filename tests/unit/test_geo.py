@@ -6,6 +6,7 @@ import gzip
 import io
 import math
 import re
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ror.geo import EARTH_RADIUS_KM, Commune, bounding_box, haversine_bound, haversine_km, load_communes
+from ror.store.engine import ensure_math_functions
 
 REPO = Path(__file__).resolve().parents[2]
 NOS_ZIP = (REPO.parent / "shared/data/platines/ror-server-tests/lecture-eg-avec-date-sans-restriction-profil1"
@@ -286,6 +288,25 @@ def test_haversine_bound_beyond_half_the_globe():
     assert haversine_bound(0) == 0.0
     assert haversine_bound(math.pi * EARTH_RADIUS_KM) == 1.0       # the antipodes are within
     assert haversine_bound(1.5 * math.pi * EARTH_RADIUS_KM) == 1.0  # the sine's second half would shrink it
+
+
+def test_math_functions_supplied_where_sqlite_lacks_them():
+    """A SQLite build without its math functions gets Python's, which the geographic test then calls."""
+    class WithoutMath:
+        def __init__(self):
+            self.given = {}
+
+        def execute(self, sql):
+            raise sqlite3.OperationalError("no such function: sin")
+
+        def create_function(self, name, arity, fn, deterministic):
+            self.given[name] = (arity, fn, deterministic)
+    conn = WithoutMath()
+    ensure_math_functions(conn)
+    assert conn.given == {"sin": (1, math.sin, True), "cos": (1, math.cos, True), "power": (2, math.pow, True)}
+    builtin = sqlite3.connect(":memory:")  # this build has them: nothing replaced
+    ensure_math_functions(builtin)
+    assert builtin.execute("SELECT power(sin(1), 2) + power(cos(1), 2)").fetchone()[0] == pytest.approx(1.0)
 
 
 def test_prefilter_then_exact(communes):

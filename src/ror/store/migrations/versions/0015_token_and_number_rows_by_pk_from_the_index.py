@@ -4,8 +4,8 @@ A criterion tested on each resource that another one found (an offer of the spec
 places' capacity status and bed count on its copies, migration 0014) read each of the resource's ~25 token rows from
 the table for its ``param`` and ``code`` through the ``(pk, until_tx)`` index: the index now carries them, and the
 number rows' ``param`` and ``value`` (national store, 2,360 offers of the largest specialty around Paris tested for a
-capacity status: 41 → 12 ms, raw SQL). Rebuilt only where the database has the former columns; about 90 s on the
-national store (27.7 million token rows, +1.1 GB).
+capacity status: 41 → 12 ms, raw SQL). Rebuilt only where the database has the former columns; 60–80 s on the
+national store (27.7 million token rows; about +1 GB).
 
 Revision ID: 0015
 Revises: 0014

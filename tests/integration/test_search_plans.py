@@ -355,6 +355,15 @@ def test_near_at_the_radius_edge(store):
                 {"hs-in"}
 
 
+def _plan_driven_by_the_first(svc, pairs, live: bool) -> list[str]:
+    """The steps of SQLite's plan of an offer search, its first criterion driving."""
+    plan = svc.plan("HealthcareService", pairs, lenient=False)
+    with _forced(DRIVERS["first"]), svc.engine.connect() as conn, conn.begin():
+        base, _ = Compiler(plan, svc.settings, current_tx(conn), "sqlite", live=live).matches(conn)
+        sql = str(base.compile(conn, compile_kwargs={"literal_binds": True}))
+        return [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+
+
 def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(store):
     """Offers found by one criterion are tested through their organisation (``organization.identifier``): their
     reference rows are read by pk from the index alone, which carries each row's parameter and target (migration
@@ -364,11 +373,7 @@ def test_a_chained_criterion_reads_each_resource_s_references_from_the_index(sto
     pairs = [("location.near", f"{LAT}|{LON}|{KM}|km"), ("organization.identifier", f"{FINESS}|100000007")]
     with _forced(DRIVERS["first"]):
         assert _found(store, "HealthcareService", pairs) == {"hs-in"}
-        plan = store.plan("HealthcareService", pairs, lenient=False)
-        with store.engine.connect() as conn, conn.begin():
-            base, _ = Compiler(plan, store.settings, current_tx(conn), "sqlite", live=True).matches(conn)
-            sql = str(base.compile(conn, compile_kwargs={"literal_binds": True}))
-            steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    steps = _plan_driven_by_the_first(store, pairs, live=True)
     by_pk = [s for s in steps if s.startswith("SEARCH idx_ref") and "(pk=?" in s]
     assert by_pk and all("COVERING INDEX ix_idx_ref_pk" in s for s in by_pk), steps
 
@@ -385,11 +390,7 @@ def test_a_token_tested_on_each_resource_is_read_from_the_index_alone(small, liv
     pairs = [("_id", "hs-gyneco-hc,hs-psy-adulte"), ("specialty", f"{R211}|022"), ("specialty", "022")]
     with _forced(DRIVERS["first"]):
         assert _found(small, "HealthcareService", pairs) == {"hs-gyneco-hc"}
-        plan = small.plan("HealthcareService", pairs, lenient=False)
-        with small.engine.connect() as conn, conn.begin():
-            base, _ = Compiler(plan, small.settings, current_tx(conn), "sqlite", live=live).matches(conn)
-            sql = str(base.compile(conn, compile_kwargs={"literal_binds": True}))
-            steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql) if "idx_token" in row[3]]
+    steps = [s for s in _plan_driven_by_the_first(small, pairs, live) if "idx_token" in s]
     pinned = "COVERING INDEX ix_idx_token_lookup (param=? AND code=? AND system=? AND until_tx=? AND pk=?)"
     if live:
         assert pinned in steps[0] and "COVERING INDEX ix_idx_token_pk (pk=? AND until_tx=?)" in steps[1], steps

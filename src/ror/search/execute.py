@@ -18,7 +18,7 @@ from ror.search.plan import IncludeSpec, SearchPlan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import current_tx, dbapi_rows, is_sqlite
+from ror.store.engine import current_tx, dbapi_rows, in_list, is_sqlite, list_param
 from ror.store.indexer import location_point
 from ror.store.schema import LIVE_TX, resource
 
@@ -209,7 +209,7 @@ def _redacted_map(conn: Connection, vis: Visibility, bodies: dict[int, bytes]) -
 
 def _ids(conn: Connection, pks: list[int]) -> dict[int, tuple[str, str]]:
     return {pk: (rtype, rid) for pk, rtype, rid in dbapi_rows(
-        conn, f"SELECT pk, rtype, rid FROM resource WHERE {_in_list(conn, 'pk', 'bigint')}", [_list_param(conn, pks)])}
+        conn, f"SELECT pk, rtype, rid FROM resource WHERE {in_list(conn, 'pk', 'bigint')}", [list_param(conn, pks)])}
 
 
 def _distance(rtype: str, body: bytes, geo) -> float | None:
@@ -256,8 +256,8 @@ def _forward(conn: Connection, spec: IncludeSpec, frontier) -> list[Found]:
     param = "+ir.param" if is_sqlite(conn) else "ir.param"  # SQLite: by pk, not every row of the parameter
     return _resources(conn, f"""
         SELECT t.pk FROM idx_ref ir JOIN resource t ON t.rtype = ir.target_type AND t.rid = ir.target_id
-        WHERE {_in_list(conn, "ir.pk", "bigint")} AND {param} = {{p}} AND ir.until_tx = {LIVE_TX}{target}""",
-                      [_list_param(conn, src), spec.param.key, *([spec.target] if spec.target else [])])
+        WHERE {in_list(conn, "ir.pk", "bigint")} AND {param} = {{p}} AND ir.until_tx = {LIVE_TX}{target}""",
+                      [list_param(conn, src), spec.param.key, *([spec.target] if spec.target else [])])
 
 
 def _reverse(conn: Connection, spec: IncludeSpec, frontier) -> list[Found]:
@@ -269,29 +269,12 @@ def _reverse(conn: Connection, spec: IncludeSpec, frontier) -> list[Found]:
     for t, rids in by_type.items():
         out += _resources(conn, f"""
             SELECT ir.pk FROM idx_ref ir WHERE ir.param = {{p}} AND ir.until_tx = {LIVE_TX}
-              AND ir.target_type = {{p}} AND {_in_list(conn, "ir.target_id", "text")}""",
-                          [spec.param.key, t, _list_param(conn, rids)])
+              AND ir.target_type = {{p}} AND {in_list(conn, "ir.target_id", "text")}""",
+                          [spec.param.key, t, list_param(conn, rids)])
     return out
 
 
 def _resources(conn: Connection, pks_sql: str, params: list) -> list[Found]:
     """The current resources whose pks ``pks_sql`` selects, with their bodies, in pk order."""
     sql = f"SELECT r.rtype, r.rid, r.pk, r.body FROM resource r WHERE r.pk IN ({pks_sql})"
-    if is_sqlite(conn):
-        rows = dbapi_rows(conn, sql, params)
-    else:  # bodies in binary: as bytea's hex text, encoded and decoded, they cost a third of a delta page
-        with conn.connection.cursor(binary=True) as cur:
-            rows = cur.execute(sql.replace("{p}", "%s"), params).fetchall()
-    return sorted(map(tuple, rows), key=lambda row: row[2])
-
-
-# Includes bind each list of pks or ids as one parameter: one statement per hop whatever its length,
-# where expanding ``IN (…)`` lists were rendered into SQL at each call (12–15 % of a delta page).
-def _in_list(conn: Connection, col: str, pg_type: str) -> str:
-    if is_sqlite(conn):
-        return f"{col} IN (SELECT value FROM json_each({{p}}))"
-    return f"{col} = ANY({{p}}::{pg_type}[])"
-
-
-def _list_param(conn: Connection, values: list):
-    return orjson.dumps(values).decode() if is_sqlite(conn) else values
+    return sorted(map(tuple, dbapi_rows(conn, sql, params, binary=True)), key=lambda row: row[2])

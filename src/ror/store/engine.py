@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import Pool
@@ -160,16 +161,32 @@ def _sql(conn: Connection | Engine, template: str) -> str:
     return template.replace("{p}", "?" if conn.dialect.paramstyle == "qmark" else "%s")
 
 
-def dbapi_rows(conn: Connection, template: str, params: Sequence = ()) -> list[tuple]:
+def dbapi_rows(conn: Connection, template: str, params: Sequence = (), binary: bool = False) -> list[tuple]:
     """Run a statement on the DBAPI cursor of ``conn`` (in its transaction), ``{p}`` marking each
     parameter. The read and write hot paths use it: SQLAlchemy's statement handling, even for
-    ``exec_driver_sql``, cost more than these primary-key and index lookups themselves (profiled)."""
-    cur = conn.connection.cursor()
+    ``exec_driver_sql``, cost more than these primary-key and index lookups themselves (profiled).
+    ``binary``: on PostgreSQL, results in binary (resource bodies: as ``bytea``'s hex text, encoded and decoded,
+    they cost a third of a delta page)."""
+    cur = conn.connection.cursor(binary=True) if binary and not is_sqlite(conn) else conn.connection.cursor()
     try:
         cur.execute(_sql(conn, template), params)
         return cur.fetchall() if cur.description else []
     finally:
         cur.close()
+
+
+# A list of pks or ids bound as one parameter: one statement whatever its length, where expanding ``IN (…)`` lists
+# were rendered into SQL at each call (12–15 % of a delta page's includes; 1.8 → 0.55 ms for a page's 200 bodies).
+def in_list(conn: Connection, col: str, pg_type: str) -> str:
+    """SQL: ``col`` is one of the values bound by ``list_param`` (``{p}``)."""
+    if is_sqlite(conn):
+        return f"{col} IN (SELECT value FROM json_each({{p}}))"
+    return f"{col} = ANY({{p}}::{pg_type}[])"
+
+
+def list_param(conn: Connection, values: list):
+    """``values`` as the one parameter of ``in_list``."""
+    return orjson.dumps(values).decode() if is_sqlite(conn) else values
 
 
 def dbapi_row_now(engine: Engine, template: str, params: Sequence = ()) -> tuple | None:

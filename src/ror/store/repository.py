@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Dialect, Engine, Table, and_, delete, func, s
 from ror.errors import NotFound
 from ror.fhirdates import STAMP_MIN, now_stamp, parse_range, stamp_to_instant
 from ror.store import derived
-from ror.store.engine import dbapi_many, dbapi_row_now, dbapi_rows, is_sqlite, next_tx
+from ror.store.engine import dbapi_many, dbapi_row_now, dbapi_rows, in_list, is_sqlite, list_param, next_tx
 from ror.store.indexer import index_rows, restamp
 from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
 
@@ -465,13 +465,12 @@ def bodies(conn: Connection, pks: Sequence[int], snapshot: int | None = None) ->
     """Bodies by pk; with ``snapshot``, the version that was current at that transaction."""
     out: dict[int, bytes] = {}
     newer: list[int] = []
-    for chunk in _chunks(list(pks)):
-        for pk, tx, body in conn.execute(select(resource.c.pk, resource.c.tx, resource.c.body)
-                                         .where(resource.c.pk.in_(chunk))):
-            if snapshot is not None and tx > snapshot:
-                newer.append(pk)
-            else:
-                out[pk] = body
+    for pk, tx, body in dbapi_rows(conn, f"SELECT pk, tx, body FROM resource WHERE {in_list(conn, 'pk', 'bigint')}",
+                                   [list_param(conn, list(pks))], binary=True):
+        if snapshot is not None and tx > snapshot:
+            newer.append(pk)
+        else:
+            out[pk] = body
     for chunk in _chunks(newer):
         latest = (select(resource_version.c.pk, func.max(resource_version.c.version).label("v"))
                   .where(resource_version.c.pk.in_(chunk), resource_version.c.tx <= snapshot)

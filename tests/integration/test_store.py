@@ -126,6 +126,40 @@ def test_read_by_id_answers_the_latest_commit_from_any_thread_and_holds_no_snaps
         assert busy == 0
 
 
+def test_reads_by_id_take_no_pooled_connection_and_survive_a_dropped_one(service):
+    """Reads by id run on connections the process holds for them, not checked out of the pool (on PostgreSQL a
+    checkout pinged the server and its return rolled back: three round trips a read); a held PostgreSQL connection
+    that the server dropped meanwhile is replaced and the read answered on a new one."""
+    from sqlalchemy import event
+
+    from ror.store.engine import _READERS
+
+    loc = location()
+    service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir")
+    engine = service.engine
+    repository.read_now(engine, "Location", loc["id"])
+    checkouts = []
+
+    def checkout(*_):
+        checkouts.append(1)
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        assert all(repository.read_now(engine, "Location", loc["id"]).version == 1 for _ in range(50))
+        assert checkouts == []
+        if engine.dialect.name == "sqlite":
+            return
+        held = _READERS[engine.pool]
+        (conn,) = held.idle
+        assert conn.autocommit
+        with engine.connect() as admin:
+            assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({conn.info.backend_pid})").scalar_one()
+        assert repository.read_now(engine, "Location", loc["id"]).version == 1
+        (again,) = held.idle
+        assert again is not conn and conn.closed and not again.broken
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+
+
 def test_api_connections_take_the_small_page_cache_and_loaders_and_the_reader_the_large_one(tmp_path, monkeypatch):
     """An API process has up to 16 pooled SQLite connections: each gets ``api_sqlite_cache_mb`` (its memory stays
     bounded at national scale); its one reader of reads by id, and other engines (the loaders' single writer),

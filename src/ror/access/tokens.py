@@ -26,6 +26,7 @@ from ror.access.schema import access_app, access_signing_key, access_token
 from ror.errors import Issue, NotFound, Unauthorized
 from ror.fhirdates import stamp
 from ror.settings import Settings
+from ror.store.engine import row_now
 
 ALGORITHM = "ES256"
 AUDIENCE = "ror-fhir"
@@ -192,19 +193,13 @@ class TokenService:
         """Revocation and application status for one token (one indexed join), None if never issued.
 
         It runs on every request, so it goes straight to the DBAPI connection with SQL compiled once:
-        about 40 µs of CPU on SQLite against 220 µs through a SQLAlchemy ``Connection``.
+        about 40 µs of CPU on SQLite against 220 µs through a SQLAlchemy ``Connection``; on the connections the
+        process holds for such reads (``row_now``), not a pooled one.
         """
         params = self._state_sql.construct_params({"jti": jti})
         if self._state_sql.positional:
             params = tuple(params[name] for name in self._state_sql.positiontup)
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(self._state_sql.string, params)
-            row = cursor.fetchone()
-            cursor.close()
-        finally:
-            raw.close()  # back to the pool, which rolls back what the driver began
+        row = row_now(self.engine, self._state_sql.string, params)
         return TokenState(row[0], row[1] is not None, row[2], row[3]) if row else None
 
     def revoke(self, jti: str) -> None:

@@ -1,8 +1,8 @@
-"""The API scenarios of benchmarks/run.py on a SQLite store loaded earlier: the national scale, whose first
-load takes over an hour here, measured again without reloading it.
+"""The API scenarios of benchmarks/run.py on a store loaded earlier (a SQLite file or a PostgreSQL database): the
+national scale, whose first load takes most of an hour here, measured again without reloading it.
 
-    .venv/bin/python benchmarks/store_api.py DATABASE_FILE [--scenarios near,delta,…] [--walk-pages 150]
-                                             [--seconds 3] [--repeat 3] [--output results.json]
+    .venv/bin/python benchmarks/store_api.py DATABASE_FILE|postgresql://… [--scenarios near,delta,…]
+                                             [--walk-pages 150] [--seconds 3] [--repeat 3] [--output results.json]
 
 Same request paths (``run.scenarios``, built from the store), server (``run.api_server``: uvicorn, one worker
 pinned to core 0), load generator (``run.timed``: a warm-up pass, then wrk over 1 and 8 connections, medians
@@ -24,8 +24,12 @@ import run
 class Store(run.Db):
     """A store loaded earlier: never dropped (``run.Db`` starts from an empty one)."""
 
-    def __init__(self, path: Path):
-        self.kind, self.path, self.url = "sqlite", path, f"sqlite:///{path}"
+    def __init__(self, target: str):
+        if target.startswith("postgresql://"):
+            self.kind, self.url = "postgresql", target
+        else:
+            self.path = Path(target).resolve()
+            self.kind, self.url = "sqlite", f"sqlite:///{self.path}"
 
     def drop(self):
         raise RuntimeError("a store measured by store_api.py is never dropped")
@@ -33,14 +37,14 @@ class Store(run.Db):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("database", type=Path)
+    ap.add_argument("database", help="a SQLite file or a postgresql:// URL")
     ap.add_argument("--scenarios", default="", help="comma-separated (default: all of run.scenarios)")
     ap.add_argument("--walk-pages", type=int, default=150)
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
-    store = Store(args.database.resolve())
+    store = Store(args.database)
     os.sched_setaffinity(0, {int(run.CLIENT_CORE)})
     paths = run.scenarios(store)
     wanted = [s for s in args.scenarios.split(",") if s] or list(paths)
@@ -64,7 +68,7 @@ def main() -> None:
         print(f"server memory: {out['server_memory']}")
     finally:
         server.stop()
-    output = args.output or args.database.with_suffix(".api.json")
+    output = args.output or (store.path.with_suffix(".api.json") if store.kind == "sqlite" else Path("store.api.json"))
     output.write_text(json.dumps(out, indent=1, default=str))
     print(f"-> {output}")
 

@@ -3,13 +3,19 @@ keys chosen before the insert, and a failure in the middle of a write leaves the
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import orjson
 import pytest
 from sqlalchemy import func, select, text
 
 from ror.fhir.files import read_items
 from ror.store import bulk, repository
-from ror.store.engine import write_transaction
+from ror.store.engine import make_engine, write_transaction
+from ror.store.migrate import upgrade
 from ror.store.schema import LIVE_TX, idx_geo, idx_string, load_fingerprint, resource
 from tests.conftest import FIXTURES
 from tests.integration.test_bulk_load import count, indexes
@@ -103,3 +109,114 @@ def test_a_write_failing_mid_reload_keeps_the_batches_before(service, ndjson, fa
     assert 0 < kept < 51 and kept % 7 == 0  # whole batches only (the first holds the resource stored before)
     assert tokens == kept and count(service.engine, load_fingerprint) == kept
     assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"created": 51 - kept, "unchanged": kept}
+
+
+# -- SQLite: a first load through a rollback journal ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> list:
+    """The NDJSON files of a generated dataset of ~2,000 resources: ~20 MB of pages, enough to spill a small cache."""
+    from ror.generate import runner
+
+    out = tmp_path_factory.mktemp("generated")
+    runner.generate(out, "2000", seed=3, dirty=0, jobs=1)
+    return sorted((out / "fhir").glob("*/*.ndjson"))
+
+
+def _lines(files: list):
+    return (item for f in files for item in read_items(f))
+
+
+def _sqlite_store(tmp_path, cache_mb: int = 1):
+    """An empty SQLite store whose connections keep a page cache of ``cache_mb``: a load's pages spill into the file
+    long before its commit."""
+    path = tmp_path / "ror.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_cache_mb=cache_mb)
+    upgrade(engine)
+    return path, engine
+
+
+def _journal_mode(path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_sqlite_first_load_writes_through_a_rollback_journal_then_the_store_is_back_on_its_log(
+        tmp_path, generated, caplog):
+    """The write-ahead log of a first load held every page it wrote (24 GB nationally) and slowed every page read of
+    the load; with the file to itself the load writes through a rollback journal, and leaves the store on its log."""
+    path, engine = _sqlite_store(tmp_path)
+    sizes = []
+    with caplog.at_level("INFO", logger="ror.store.bulk"):
+        done = bulk.upsert(engine, _lines(generated), batch_size=200,
+                           on_batch=lambda _: sizes.append(Path(f"{path}-wal").stat().st_size
+                                                           if Path(f"{path}-wal").exists() else 0))
+    assert "first load through a rollback journal" in caplog.text
+    assert done["created"] > 1000 and len(sizes) > 5
+    assert max(sizes) == 0  # nothing written to a log meanwhile
+    assert _journal_mode(path) == "wal"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL again, as every connection
+    assert bulk.upsert(engine, _lines(generated), batch_size=200) == {"unchanged": done["created"]}
+    engine.dispose()
+
+
+def test_a_sqlite_first_load_keeps_the_log_when_another_connection_has_the_file_open(tmp_path, generated, caplog):
+    path, engine = _sqlite_store(tmp_path, cache_mb=256)
+    import sqlite3
+
+
+    other = sqlite3.connect(path)  # an API process reading the store, say
+    other.execute("SELECT count(*) FROM resource").fetchone()
+    try:
+        with caplog.at_level("INFO", logger="ror.store.bulk"):
+            done = bulk.upsert(engine, _lines(generated), batch_size=200)
+        assert "first load through the write-ahead log (file shared)" in caplog.text
+        assert other.execute("SELECT count(*) FROM resource").fetchone()[0] == done["created"] > 0
+    finally:
+        other.close()
+        engine.dispose()
+
+
+def test_a_sqlite_first_load_failing_or_killed_after_spilling_pages_leaves_the_store_empty(
+        tmp_path, generated, failing_insert):
+    """Pages spilled into the file before the failure are rolled back from the journal: by the failing load itself, or,
+    killed, by the next connection to open the store (a hot journal)."""
+    path, engine = _sqlite_store(tmp_path)
+    schema = indexes(engine)
+    failing_insert(40)
+    with pytest.raises(RuntimeError, match="disk full"):
+        bulk.upsert(engine, _lines(generated), batch_size=200)
+    assert count(engine, resource) == 0 and indexes(engine) == schema
+    assert _journal_mode(path) == "wal"
+    engine.dispose()
+    size = path.stat().st_size
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from pathlib import Path
+from ror.fhir.files import read_items
+from ror.store import bulk
+from ror.store.engine import make_engine
+batches = []
+def on_batch(done):
+    batches.append(done)
+    if len(batches) == 4:  # pages already spilled into the file (a 1 MB cache)
+        assert os.path.exists({str(path)!r} + "-journal")
+        os.kill(os.getpid(), signal.SIGKILL)
+files = {[str(g) for g in generated]!r}
+bulk.upsert(make_engine({f"sqlite:///{path}"!r}, sqlite_cache_mb=1),
+            (item for f in files for item in read_items(Path(f))), batch_size=200, on_batch=on_batch)
+"""], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert Path(f"{path}-journal").exists() and path.stat().st_size > size  # a hot journal, pages in the file
+    engine = make_engine(f"sqlite:///{path}")
+    assert count(engine, resource) == 0 and indexes(engine) == schema
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+    assert _journal_mode(path) == "wal"
+    assert bulk.upsert(engine, _lines(generated), batch_size=200)["created"] > 1000
+    engine.dispose()

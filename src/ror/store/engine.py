@@ -29,6 +29,7 @@ WRITE = {"ror_write": True}  # execution option: this transaction writes
 # SQLite's page cache per connection, unless said otherwise: the loaders write through one connection,
 # whose cache holds the index B-trees they insert into.
 _SQLITE_CACHE_MB = 256
+_BUSY_TIMEOUT_MS = 30000
 
 
 def make_engine(url: str, sqlite_cache_mb: int = _SQLITE_CACHE_MB) -> Engine:
@@ -53,7 +54,7 @@ def _sqlite_engine(url: str, cache_mb: int) -> Engine:
         # would start them lazily and deferred, which makes concurrent writers deadlock-prone).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000",
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={_BUSY_TIMEOUT_MS}",
                        f"cache_size=-{cache_mb * 1024}", "mmap_size=1073741824", "temp_store=MEMORY"):
             cur.execute("PRAGMA " + pragma)
         cur.close()
@@ -151,6 +152,37 @@ def write_transaction(engine: Engine):
         conn.execution_options(**WRITE)
         with conn.begin():
             yield conn
+
+
+@contextmanager
+def rollback_journal(conn: Connection):
+    """On SQLite, ``conn`` writes through a rollback journal rather than the write-ahead log, if no other connection
+    has the file open (the switch needs it alone: otherwise the log stays); then back to the log. Yields whether it
+    switched. For a first load (``store.bulk``): a store's new pages need no journal (it keeps the pages a transaction
+    changes that were there before it), where the log receives every page the load writes, then the checkpoint copies
+    them into the file; and each page read that misses the connection's cache searches the log's index block by
+    block (4,096 pages each), newest first, while the transaction lasts."""
+    raw = conn.connection.driver_connection
+    switched = _journal(raw, "delete")
+    if switched:  # in this mode NORMAL does not sync the journal before pages are spilled into the file
+        raw.execute("PRAGMA synchronous=FULL")
+    try:
+        yield switched
+    finally:
+        if switched and _journal(raw, "wal"):  # else the next connection's set-up (``_sqlite_engine``) does it
+            raw.execute("PRAGMA synchronous=NORMAL")
+
+
+def _journal(raw, mode: str) -> bool:
+    """Set the journal mode of a DBAPI SQLite connection without waiting for the other connections (their locks
+    would hold it the whole busy timeout): whether it is now ``mode``."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        return raw.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+    except sqlite3.OperationalError:  # the database is locked: another connection has it open
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
 
 def is_sqlite(conn_or_engine) -> bool:
@@ -303,4 +335,4 @@ def current_tx(conn: Connection) -> int:
 
 
 __all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_rows", "is_sqlite", "make_engine",
-           "next_tx", "per_pool", "row_now", "write_transaction", "writer_slot"]
+           "next_tx", "per_pool", "rollback_journal", "row_now", "write_transaction", "writer_slot"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import logging
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -38,10 +37,8 @@ from sqlalchemy import Connection, Engine, inspect
 from ror.errors import InputFileError
 from ror.fhir.files import Line, Rejected
 from ror.store import derived, repository
-from ror.store.engine import WRITE, dbapi_many, dbapi_rows, is_sqlite, rollback_journal, write_transaction, writer_slot
+from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, write_transaction
 from ror.store.schema import INDEX_TABLES, load_fingerprint
-
-log = logging.getLogger(__name__)
 
 _AHEAD = 2  # batches read and handed to the workers before the one being written
 _JOB = 250  # lines per worker job: a batch is shared between the workers
@@ -157,7 +154,9 @@ def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
         yield _Session(engine)
         return
     # DDL is transactional on both databases: a failed load rolls the dropped indexes back too.
-    with _first_load_transaction(engine) as conn:
+    # On SQLite through a rollback journal when it can: its write-ahead log grew to 24 GB nationally, every page
+    # written twice, and every page read of the index builds and copies searched through the log's index.
+    with write_transaction(engine, direct=True) as conn:
         _plan_each_statement(conn)
         deferred = _lookup_indexes(conn)
         for name, _ in deferred:
@@ -168,22 +167,6 @@ def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
         # The offers' copies of their places' rows, all at once: batch by batch, a place written after its offers
         # would have had them looked up through an index dropped meanwhile.
         derived.copy_all(conn, dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0])
-
-
-@contextmanager
-def _first_load_transaction(engine: Engine) -> Iterator[Connection]:
-    """``write_transaction``, on SQLite through a rollback journal when this connection has the file to itself
-    (``engine.rollback_journal``): the national first load's write-ahead log grew to 24 GB, every page written twice
-    (then checkpointed), and its index builds and copies read pages through the log's index (docs/storage.md)."""
-    if not is_sqlite(engine):
-        with write_transaction(engine) as conn:
-            yield conn
-        return
-    with writer_slot(engine), engine.connect() as conn, rollback_journal(conn) as direct:
-        log.info("first load through %s", "a rollback journal" if direct else "the write-ahead log (file shared)")
-        conn.execution_options(**WRITE)
-        with conn.begin():
-            yield conn
 
 
 # -- preparing lines: parse, content hash, index rows --------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from ror.geo import haversine_km
 from ror.store.schema import LIVE_TX, tx_sequence
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 WRITE = {"ror_write": True}  # execution option: this transaction writes
 
@@ -145,17 +147,19 @@ def writer_slot(engine: Engine):
 
 
 @contextmanager
-def write_transaction(engine: Engine):
+def write_transaction(engine: Engine, direct: bool = False):
     """A connection in a write transaction: queued with this server's other writers (``writer_slot``),
-    started with the write lock taken up front on SQLite (``WRITE``), committed on exit."""
-    with writer_slot(engine), engine.connect() as conn:
+    started with the write lock taken up front on SQLite (``WRITE``), committed on exit. ``direct``: on SQLite,
+    through a rollback journal when the connection has the file to itself (``_rollback_journal``: a first load)."""
+    with (writer_slot(engine), engine.connect() as conn,
+          _rollback_journal(conn) if direct and is_sqlite(engine) else nullcontext()):
         conn.execution_options(**WRITE)
         with conn.begin():
             yield conn
 
 
 @contextmanager
-def rollback_journal(conn: Connection):
+def _rollback_journal(conn: Connection):
     """On SQLite, ``conn`` writes through a rollback journal rather than the write-ahead log, if no other connection
     has the file open (the switch needs it alone: otherwise the log stays); then back to the log. Yields whether it
     switched. For a first load (``store.bulk``): a store's new pages need no journal (it keeps the pages a transaction
@@ -164,6 +168,7 @@ def rollback_journal(conn: Connection):
     block (4,096 pages each), newest first, while the transaction lasts."""
     raw = conn.connection.driver_connection
     switched = _journal(raw, "delete")
+    log.info("write through %s", "a rollback journal" if switched else "the write-ahead log (file shared)")
     if switched:  # in this mode NORMAL does not sync the journal before pages are spilled into the file
         raw.execute("PRAGMA synchronous=FULL")
     try:
@@ -335,4 +340,4 @@ def current_tx(conn: Connection) -> int:
 
 
 __all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_rows", "is_sqlite", "make_engine",
-           "next_tx", "per_pool", "rollback_journal", "row_now", "write_transaction", "writer_slot"]
+           "next_tx", "per_pool", "row_now", "write_transaction", "writer_slot"]

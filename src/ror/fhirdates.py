@@ -10,6 +10,7 @@ local time"), Europe/Paris by default.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -45,8 +46,23 @@ def stamp(dt: datetime) -> str:
             f"{dt.microsecond // 1000:03d}Z")
 
 
+_second: tuple[int, str] = (-1, "")  # the last second a stamp was made in, and its text up to the seconds
+
+
 def now_stamp() -> str:
-    return stamp(datetime.now(UTC))
+    return epoch_stamp(time.time())
+
+
+def epoch_stamp(t: float) -> str:
+    """Seconds since the epoch as a stamp. Every request's audit row and every write takes one of the current time:
+    the text up to the second is formatted once a second (a ``datetime`` formatted whole cost 4.8 µs, a twentieth
+    of a read's CPU in process)."""
+    global _second
+    second = int(t)
+    cached = _second  # read once: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((t - second) * 1000):03d}Z"
 
 
 def stamp_to_instant(s: str) -> str:

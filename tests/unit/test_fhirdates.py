@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from ror import fhirdates
 from ror.fhirdates import STAMP_MIN, parse_range
 
 
@@ -27,3 +30,18 @@ def test_first_day_of_the_calendar_in_local_time_is_clamped_not_an_error():
 @pytest.mark.parametrize("value", ["2024-13", "2024-02-30", "24-01-01", "2024-01-01T25:00Z", "2024-01-01T10:00+2:00"])
 def test_not_dates(value):
     assert parse_range(value, "Europe/Paris") is None
+
+
+def test_epoch_stamps_to_the_millisecond_across_seconds():
+    """The text up to the second is kept from one stamp to the next: each stamp must still be its own instant."""
+    times = [1764208799.9996, 1764208799.999, 1764208800.0004, 1764208800.25, 951782400.5, 1764208800.0]
+    assert [fhirdates.epoch_stamp(t) for t in times] == [
+        "2025-11-27T01:59:59.999Z", "2025-11-27T01:59:59.999Z", "2025-11-27T02:00:00.000Z",
+        "2025-11-27T02:00:00.250Z", "2000-02-29T00:00:00.500Z", "2025-11-27T02:00:00.000Z"]
+
+
+def test_now_stamp_agrees_with_the_datetime_formatting():
+    before = fhirdates.stamp(datetime.now(UTC))
+    now = fhirdates.now_stamp()
+    after = fhirdates.stamp(datetime.now(UTC))
+    assert before <= now <= after and len(now) == 24

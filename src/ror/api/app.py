@@ -189,6 +189,7 @@ class FhirApi:
 
 _INTERNAL_ERROR = orjson.dumps(operation_outcome([Issue(
     "fatal", "exception", "Internal error; it has been logged. Please report the time of the request.")]))
+_FHIR_JSON = FHIR_JSON.encode()
 _READ_PATH = re.compile(r"/fhir/([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 
 
@@ -226,7 +227,7 @@ class FastReads:
         except Exception:  # what Starlette's error handler does for the other routes (``_server_error``)
             log.exception("unexpected error on GET %s", scope["path"])
             status, body, headers = 500, _INTERNAL_ERROR, {}
-        raw = [(b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode())]
+        raw = [(b"content-type", _FHIR_JSON), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})

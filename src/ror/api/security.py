@@ -60,6 +60,7 @@ _DISPLAY = {h: "-".join(p.capitalize() for p in h.split("-")) for h in ROR_HEADE
 _TOKEN_FORM_MAX_BYTES = 8192
 _COUNT_BODY_MAX_BYTES = 16 * 1024 * 1024  # larger responses are not parsed to count resources
 _OWN_PREFIXES = ("/fhir", "/oauth", "/admin")
+_AUDIT_HEADER = AUDIT_HEADER.encode()
 
 
 class _Call:
@@ -345,7 +346,7 @@ class SecureApp:
                 content_type = b""
                 for name, value in message.get("headers", ()):
                     lname = name.lower()
-                    if lname == AUDIT_HEADER.encode():
+                    if lname == _AUDIT_HEADER:
                         call.returned = parse_audit_header(value.decode("latin-1"))
                         counted = True
                         continue

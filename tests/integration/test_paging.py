@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
+from unittest.mock import patch
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import pytest
 
+from ror.search import execute
 from ror.store import bulk
 from tests.conftest import FIXTURES
 from tests.integration.test_store import location
@@ -88,6 +90,28 @@ def test_total_is_stable_across_pages(service):
     bulk.upsert(service.engine, places(5, prefix="late"))
     b2 = page(service, "Location", next_pairs(b1))
     assert b1["total"] == b2["total"] == 25
+
+
+@pytest.mark.parametrize("sort", [None, "name"])
+def test_a_first_page_sees_the_state_of_its_snapshot_only(service, sort):
+    """A first page reads the live index rows (``LiveRows``): its statements must all see the state its snapshot
+    number was read from, on PostgreSQL too (a READ COMMITTED statement would see what commits meanwhile)."""
+    bulk.upsert(service.engine, places(4))
+    pinned = execute.current_tx
+
+    def pinned_then_written(conn):
+        snapshot = pinned(conn)
+        bulk.upsert(service.engine, places(2, prefix="late"))  # another connection, committed at once
+        return snapshot
+    pairs = [("name", "unite"), ("_count", "3"), *([("_sort", sort)] if sort else [])]
+    with patch.object(execute, "current_tx", pinned_then_written):
+        b1 = page(service, "Location", pairs)
+    b2 = page(service, "Location", next_pairs(b1))
+    assert b1["total"] == 4 and _ids(b1) + _ids(b2) == [f"p-{i:03d}" for i in range(4)]
+
+
+def _ids(bundle: dict) -> list[str]:
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
 
 
 def test_next_link_of_another_search_is_refused(service):

@@ -49,7 +49,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import current_tx, dbapi_rows, is_sqlite
+from ror.store.engine import SNAPSHOT, current_tx, dbapi_rows, is_sqlite
 from ror.store.group_commit import Prepare, Together, grouped_write, grouped_write_soon
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
@@ -231,9 +231,14 @@ class FhirService:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _reading(self):
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+    def _reading(self, snapshot: bool = False):
+        """A read transaction; with ``snapshot``, one whose statements all see the same state on PostgreSQL too
+        (``one_snapshot``): a search's first page then reads the live index rows, as on SQLite."""
+        with self.engine.connect() as conn:
+            if snapshot and not is_sqlite(conn):
+                conn.execution_options(**SNAPSHOT)
+            with conn.begin():
+                yield conn
 
     # -- reads ----------------------------------------------------------------------------------
     def _seen(self, conn: Connection, caller: Caller, rtype: str, rid: str, versions: list) -> list:
@@ -277,7 +282,7 @@ class FhirService:
     def search(self, rtype: str, pairs: list[tuple[str, str]], base: str, lenient: bool = False,
                caller: Caller = FULL_ACCESS) -> Response:
         plan = self.plan(rtype, pairs, lenient, caller.profile)
-        with self._reading() as conn:
+        with self._reading(snapshot=True) as conn:
             result = run_search(conn, plan, self.settings, query_fingerprint(rtype, pairs))
         return Response(200, bundles.searchset(base, rtype, pairs, result, plan.warnings),
                         {AUDIT_HEADER: result.audit_summary()})

@@ -149,8 +149,8 @@ class _Cond:
 
 class Compiler:
     def __init__(self, plan: SearchPlan, settings: Settings, snapshot: int, dialect: str, live: bool = False):
-        """``live``: ``snapshot`` is the latest transaction, pinned by the SQLite read transaction the
-        statements run in (see ``LiveRows``)."""
+        """``live``: ``snapshot`` is the latest transaction, pinned by the transaction the statements run in (see
+        ``LiveRows``)."""
         self.plan = plan
         self.settings = settings
         self.snap = LIVE_ROWS if live else literal(snapshot, literal_execute=False)

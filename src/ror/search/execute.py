@@ -18,7 +18,7 @@ from ror.search.plan import IncludeSpec, SearchPlan
 from ror.search.visibility import Visibility
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import current_tx, dbapi_rows, in_list, is_sqlite, list_param
+from ror.store.engine import current_tx, dbapi_rows, in_list, is_sqlite, list_param, one_snapshot
 from ror.store.indexer import location_point
 from ror.store.schema import LIVE_TX, resource
 
@@ -89,7 +89,7 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         # cost (4, spinning disks) the planner preferred walking a parameter's whole lookup index.
         dbapi_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
                          "set_config('random_page_cost', '1.1', true)")  # true: for this transaction
-    comp = Compiler(plan, settings, snapshot, conn.dialect.name, live=cursor is None and is_sqlite(conn))
+    comp = Compiler(plan, settings, snapshot, conn.dialect.name, live=cursor is None and one_snapshot(conn))
     base, keys = comp.matches(conn)
     out = SearchResult()
     if plan.summary_count:

@@ -71,10 +71,11 @@ def no_index(col) -> ColumnElement:
 
 
 class LiveRows:
-    """The snapshot of a SQLite read transaction that pinned the latest transaction: the rows it sees
-    belong to the snapshot exactly when they are live (a row closed or created after it was committed
-    after the read transaction began, so it is not seen). One equality instead of two ranges: a fifth of
-    a national delta page's count."""
+    """The snapshot of a transaction that pinned the latest transaction and whose statements all see one state
+    (``engine.one_snapshot``): the rows it sees belong to the snapshot exactly when they are live (a row closed or
+    created after it was committed after the transaction's snapshot, so it is not seen). One equality instead of two
+    ranges: a fifth of a national delta page's count on SQLite; and the lookup indexes, which have pk after
+    ``until_tx``, give a value's rows in pk order."""
 
 
 LIVE_ROWS = LiveRows()

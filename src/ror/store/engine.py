@@ -194,6 +194,16 @@ def is_sqlite(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "sqlite"
 
 
+SNAPSHOT = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}  # ``one_snapshot`` on PostgreSQL
+
+
+def one_snapshot(conn: Connection) -> bool:
+    """Whether every statement of ``conn``'s transaction sees the same committed state: any SQLite transaction (its
+    read snapshot, or the write lock), a PostgreSQL one only at REPEATABLE READ (``SNAPSHOT``) or above, where each
+    statement of a READ COMMITTED one sees what was committed before it began."""
+    return is_sqlite(conn) or conn.get_execution_options().get("isolation_level") in ("REPEATABLE READ", "SERIALIZABLE")
+
+
 def _sql(conn: Connection | Engine, template: str) -> str:
     return template.replace("{p}", "?" if conn.dialect.paramstyle == "qmark" else "%s")
 
@@ -339,5 +349,5 @@ def current_tx(conn: Connection) -> int:
     return dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0]
 
 
-__all__ = ["LIVE_TX", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_rows", "is_sqlite", "make_engine",
-           "next_tx", "per_pool", "row_now", "write_transaction", "writer_slot"]
+__all__ = ["LIVE_TX", "SNAPSHOT", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_rows", "is_sqlite",
+           "make_engine", "next_tx", "one_snapshot", "per_pool", "row_now", "write_transaction", "writer_slot"]

@@ -623,9 +623,10 @@ def bench(kind: str, files: list[Path], args, tmp: Path, with_peer: bool) -> dic
                           "new_versions": after["versions"] - before["versions"]}
         res["types"] = after["types"]
         if kind == "postgresql":
-            # PostgreSQL plans from statistics that autovacuum gathers some time after a bulk load (or not, for
-            # small tables): without this, plans and figures depend on when the run starts. The bulk path does
-            # not ANALYZE (yet); SQLite has no automatic statistics and plans the same way every time.
+            # PostgreSQL plans from statistics that autovacuum gathers some time after a write (or not, for small
+            # tables): without this, plans and figures depend on when the run starts. `ror load` vacuums and analyzes
+            # after a load of more than 10,000 changes (bulk.vacuum_analyze), so after the first load but not after
+            # this no-op reload; SQLite has no automatic statistics and plans the same way every time.
             with db.connect() as c:
                 t0 = time.perf_counter()
                 c.execute("ANALYZE")

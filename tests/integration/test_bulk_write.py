@@ -49,6 +49,24 @@ def test_inserted_rows_read_back_exactly(service):
             select(load_fingerprint).order_by(load_fingerprint.c.pk))] == [r[1:] for r in prints]
 
 
+def test_a_large_load_leaves_postgresql_s_pages_all_visible_and_its_statistics_gathered(service):
+    """``vacuum_analyze``: searches then read the index tables' rows from their indexes alone, at once."""
+    if service.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no visibility map; its planner reads no statistics gathered by ANALYZE")
+    bulk.upsert(service.engine, _resources())
+    state = ("SELECT c.relpages, c.relallvisible, s.last_vacuum IS NOT NULL, s.last_analyze IS NOT NULL "
+             "FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = :t")
+    with service.engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        assert conn.execute(text(state), {"t": "idx_token"}).one()[1:] == (0, False, False)
+    bulk.vacuum_analyze(service.engine)
+    with service.engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        for table in ("resource", "idx_token", "idx_string", "idx_ref", "idx_date"):
+            pages, visible, vacuumed, analyzed = conn.execute(text(state), {"t": table}).one()
+            assert pages > 0 and visible == pages and vacuumed and analyzed, table
+
+
 def test_new_keys_follow_the_stored_ones_and_the_database_keeps_counting(service, ndjson):
     res = _resources()
     service.create(res[0]["resourceType"], orjson.dumps({k: v for k, v in res[0].items() if k != "id"}),

@@ -123,7 +123,7 @@ def load(files: list[Path] = typer.Argument(None, help="Bundle (.json) or NDJSON
                                  on_batch=lambda done: progress.advance(task, sum(done.values())),
                                  keep_last_updated=keep_last_updated, on_rejected=rejected.append)
             if counts["created"] + counts["updated"] > 10_000:
-                bulk.analyze(engine)
+                bulk.vacuum_analyze(engine)
         except RorError as e:
             _fail(e.message)
     for r in rejected[:50]:

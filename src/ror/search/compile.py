@@ -474,11 +474,14 @@ class Compiler:
         return _rows_of(driver).order_by(literal_column("pk")).limit(n)
 
     def driven_by_at_least(self, conn: Connection, n: int) -> bool:
-        """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n``); a search
-        without a driving set scans the whole type."""
+        """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n`` on SQLite, as the
+        planner estimates on PostgreSQL); a search without a driving set scans the whole type."""
         _, driver = self._conditions_and_driver(conn)
         if driver is None:
             return True
+        if self.dialect != "sqlite":
+            # Counting up to 20,000 rows cost PostgreSQL 8 ms a search; the estimate, planning one statement.
+            return _estimated_rows(conn, driver.set()) >= n
         if driver.exact and driver.sized is not None and driver.sized < _SIZE_CAP <= n:
             return False  # its rows (the base type's own: no chain to fan out) all counted when sized
         parts = driver.union_of
@@ -690,6 +693,13 @@ def _rows_key(p: SearchParam) -> str:
 def _rows_of(driver: _Cond) -> Select:
     """The driving set as the matches: each resource once (made distinct unless it cannot repeat)."""
     return driver.set() if driver.unique else driver.set().distinct()
+
+
+def _estimated_rows(conn: Connection, rows: Select) -> float:
+    """How many rows PostgreSQL's planner expects ``rows`` to give."""
+    compiled = rows.compile(conn, compile_kwargs={"render_postcompile": True})
+    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
+    return plan[0]["Plan"]["Plan Rows"]
 
 
 def _capped_count(rows: Select, n: int) -> ColumnElement:

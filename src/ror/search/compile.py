@@ -476,8 +476,8 @@ class Compiler:
         return _rows_of(driver).order_by(literal_column("pk")).limit(n)
 
     def driven_by_at_least(self, conn: Connection, n: int) -> bool:
-        """Whether the set that drives ``matches`` has ``n`` rows or more (counted up to ``n`` on SQLite, as the
-        planner estimates on PostgreSQL); a search without a driving set scans the whole type."""
+        """Whether the set that drives ``matches`` has ``n`` rows or more: counted up to ``n`` on SQLite; on PostgreSQL,
+        as its planner estimates, for a date criterion only. A search without a driving set scans the whole type."""
         _, driver = self._conditions_and_driver(conn)
         if driver is None:
             return True

@@ -96,10 +96,10 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         out.total = _count(conn, base)
         return out
     # SQLite: matches read in pk order from one lookup index (``streams_in_pk_order``) are counted apart and
-    # their page is their first rows. A large result set (the driving set alone has _SCAN_FROM rows, on PostgreSQL
-    # as its planner estimates) has its page found by a scan of the type that stops at the page's last row, then is
-    # counted apart. Otherwise, or when the scan fell short, the statement that sorts the matches counts them too:
-    # it reads them all anyway. Later pages carry the first's total.
+    # their page is their first rows. A large result set (the driving set alone has _SCAN_FROM rows; on PostgreSQL a
+    # date criterion's, as its planner estimates) has its page found by a scan of the type that stops at the page's
+    # last row, then is counted apart. Otherwise, or when the scan fell short, the statement that sorts the matches
+    # counts them too: it reads them all anyway. Later pages carry the first's total.
     counted = plan.total and cursor is None
     if plan.total and cursor:
         out.total = cursor.get("t")

@@ -225,22 +225,23 @@ FONCTION_LIEU = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R
 @pytest.mark.parametrize("pairs, streamed", [
     ([("type", f"{FONCTION_LIEU}|001")], True),  # one value, system and code
     ([("_filter", 'name eq "unite 003" or name eq "unite 010" or name eq "unite 007"')], True),
+    ([("_filter", f'name eq "unite 003" or type eq {FONCTION_LIEU}|001')], True),  # p-003 in both parts, once
     ([("type", "001")], False),  # any system: rows in (system, pk) order
     ([("name", "unite 00")], False),  # a prefix: rows in (name, pk) order
     ([("type", f"{FONCTION_LIEU}|001"), ("name", "unite")], False),  # a second condition to test on each
 ])
 def test_a_first_page_of_matches_read_in_pk_order_is_their_first_rows(service, pairs, streamed):
-    """On SQLite, matches that are one driving set read in pk order from its lookup index (one value fixing every
-    column before ``until_tx``, or a union of such) have their first page read as the set's first rows: no
-    temporary B-tree sorts them, and the pages, then followed by cursor, still give each match once."""
-    if service.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL sorts the matches in the page's statement")
+    """Matches that are one driving set read in pk order from its lookup index (one value fixing every column before
+    ``until_tx``, or a union of such) have their first page read as the set's first rows: on SQLite, no temporary
+    B-tree sorts them (PostgreSQL plans a table this small as it likes); the pages, then followed by cursor, still
+    give each match once, with the total counted apart."""
     bulk.upsert(service.engine, places(12))
     plan = service.plan("Location", pairs, lenient=False)
+    dialect = service.engine.dialect.name
     with service.engine.connect() as conn, conn.begin():
-        comp = Compiler(plan, service.settings, current_tx(conn), "sqlite", live=True)
+        comp = Compiler(plan, service.settings, current_tx(conn), dialect, live=True)
         assert comp.streams_in_pk_order(conn) is streamed
-        if streamed:
+        if streamed and dialect == "sqlite":
             first = str(comp.first_in_pk_order(conn, 3).compile(conn, compile_kwargs={"literal_binds": True}))
             steps = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + first)]
             assert not [s for s in steps if "TEMP B-TREE" in s], steps
@@ -266,7 +267,7 @@ def test_a_scan_that_falls_short_is_followed_by_one_sorted_and_counted_statement
     bulk.upsert(service.engine, places(12))
     pairs = [("name", "unite"), ("name", "unite 01")]  # the first drives (12 rows), 2 match
 
-    def no_count_apart(conn, base):
+    def no_count_apart(conn, comp, base):
         raise AssertionError("counted apart")
     with patch.multiple(execute, _SCAN_FROM=0, _SCAN_ROWS_PER_MATCH=1, _count=no_count_apart), \
             patch.object(Compiler, "_driver", staticmethod(lambda conds, conn: conds[0])):
@@ -283,9 +284,9 @@ def test_a_first_page_counted_apart_ignores_what_commits_between_its_statements(
     bulk.upsert(service.engine, [{**data[5], "name": "Autre"}])  # its first version's rows are closed, not live
     real = execute._count
 
-    def write_then_count(conn, base):
+    def write_then_count(conn, comp, base):
         bulk.upsert(service.engine, places(3, prefix="late"))  # another connection, committed at once
-        return real(conn, base)
+        return real(conn, comp, base)
     # The scan finds the page, then counts; driven by the date criterion, which PostgreSQL scans for too.
     with patch.multiple(execute, _SCAN_FROM=0, _count=write_then_count), \
             patch.object(Compiler, "_driver", staticmethod(lambda conds, conn: next(c for c in conds if c.dated))):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    distinct,
     exists,
     false,
     func,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     true,
     tuple_,
     union,
+    union_all,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -462,18 +464,41 @@ class Compiler:
             where.append(self.vis.shown(self.plan.rtype, d.c.pk))
         return self._page_query(d, driver.tests_beside(conds) if driver else [c.test for c in conds], where)
 
-    def streams_in_pk_order(self, conn: Connection) -> bool:
-        """Whether the matches are the driving set alone, read in pk order from its lookup index (SQLite, a
-        live snapshot): a page of them is then its first rows, read without sorting or scanning the others."""
+    def _driving_alone(self, conn: Connection) -> _Cond | None:
+        """The driving set when it is the matches themselves: read from the base type's own rows, with no other
+        condition to test on its resources."""
         conds, driver = self._conditions_and_driver(conn)
-        return driver is not None and driver.in_pk_order and len(conds) == 1 and not self.plan.sort
+        return driver if driver is not None and driver.exact and not driver.tests_beside(conds) else None
+
+    def streams_in_pk_order(self, conn: Connection) -> bool:
+        """Whether the matches are the driving set alone, read in pk order from its lookup index (a live
+        snapshot): a page of them is then its first rows, read without sorting or scanning the others."""
+        driver = self._driving_alone(conn)
+        return driver is not None and driver.in_pk_order and not self.plan.sort
 
     def first_in_pk_order(self, conn: Connection, n: int) -> Select:
         """The first ``n`` matches of a search that ``streams_in_pk_order``, ordered by the driving set's own
-        statement: SQLite reads them from the index and stops at the n-th (a page query over the set, ordered
-        from outside, sorted the whole set first: 51,000 national offers, 21 ms against 0.2)."""
-        _, driver = self._conditions_and_driver(conn)
-        return _rows_of(driver).order_by(literal_column("pk")).limit(n)
+        statement: the database reads them from the index and stops at the n-th (a page query over the set,
+        ordered from outside, sorted the whole set first: 51,000 national offers, 21 ms against 0.2 on SQLite)."""
+        return self._first_rows(self._driving_alone(conn), n)
+
+    def _first_rows(self, cond: _Cond, n: int) -> Select:
+        if cond.union_of and self.dialect != "sqlite":
+            # PostgreSQL (15) appends a UNION's parts and deduplicates them all before its LIMIT applies; each
+            # part's own first n rows, read from its index in pk order, hold the union's first n.
+            parts = [select(literal_column("pk")).select_from(self._first_rows(p, n).subquery()) for p in cond.union_of]
+            return union(*parts).order_by(literal_column("pk")).limit(n)
+        return _rows_of(cond).order_by(literal_column("pk")).limit(n)
+
+    def count(self, conn: Connection, matches: Select) -> Select:
+        """The statement that counts ``matches`` (``matches()``'s query). PostgreSQL counts a union that is the
+        matches alone (a ``_filter`` OR) as the distinct pks of its parts appended: its UNION deduplicated them in
+        a hash table first (the national offers of two specialties, 78,282: 64 ms, against 25)."""
+        driver = self._driving_alone(conn)
+        if driver is not None and driver.union_of and self.dialect != "sqlite":
+            parts = union_all(*[p.set() for p in driver.union_of]).subquery()
+            return select(func.count(distinct(parts.c.pk)))
+        return select(func.count()).select_from(matches.subquery())
 
     def driven_by_at_least(self, conn: Connection, n: int) -> bool:
         """Whether the set that drives ``matches`` has ``n`` rows or more: counted up to ``n`` on SQLite; on PostgreSQL,

@@ -93,9 +93,9 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
     base, keys = comp.matches(conn)
     out = SearchResult()
     if plan.summary_count:
-        out.total = _count(conn, base)
+        out.total = _count(conn, comp, base)
         return out
-    # SQLite: matches read in pk order from one lookup index (``streams_in_pk_order``) are counted apart and
+    # Matches read in pk order from one lookup index (``streams_in_pk_order``) are counted apart and
     # their page is their first rows. A large result set (the driving set alone has _SCAN_FROM rows; on PostgreSQL a
     # date criterion's, as its planner estimates) has its page found by a scan of the type that stops at the page's
     # last row, then is counted apart. Otherwise, or when the scan fell short, the statement that sorts the matches
@@ -105,12 +105,12 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
         out.total = cursor.get("t")
     rows = None
     if not keys:
-        streamed = is_sqlite(conn) and comp.streams_in_pk_order(conn)
+        streamed = comp.streams_in_pk_order(conn)
         if streamed or comp.driven_by_at_least(conn, _SCAN_FROM):
             rows = ([tuple(r) for r in conn.execute(comp.first_in_pk_order(conn, plan.count + 1))] if streamed
                     else _scanned_page(conn, comp, cursor["p"] if cursor else None, plan.count + 1))
             if rows is not None and counted:
-                out.total = _count(conn, base)
+                out.total = _count(conn, comp, base)
     if rows is None:
         rows = _sorted_page(conn, base, keys, cursor, plan.count + 1, counted=counted)
         if counted:
@@ -140,8 +140,8 @@ def run_search(conn: Connection, plan: SearchPlan, settings: Settings, fingerpri
     return out
 
 
-def _count(conn: Connection, base) -> int:
-    return conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+def _count(conn: Connection, comp: Compiler, base) -> int:
+    return conn.execute(comp.count(conn, base)).scalar_one()
 
 
 def _sorted_page(conn: Connection, base, keys, cursor: dict | None, limit: int, counted: bool) -> list:

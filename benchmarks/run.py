@@ -821,8 +821,9 @@ def render(results: list[dict], info: dict, args, manifest: dict) -> str:
                    + "; issue 7 quotes ≈8,000 / ≈20,000 req/s for its reads, used above as the target;\n")
     if total < 2_000_000:
         out.append(f"- the national scale itself (≈2.7M resources: `--resources 2700000`; this run has {total:,});\n")
-    out.append("- the FINESS/RPPS/CSD input paths of the generator (only the FHIR NDJSON extracts are loaded here; "
-               "`benchmarks/feeds.py` measures the FINESS import).\n")
+    out.append("- the FINESS, RPPS and CSD input paths of the generator in this run (only the FHIR NDJSON extracts are "
+               "loaded here): the FINESS and RPPS imports are measured by hand at national scale (below, session 13; "
+               "README.md says how), and `benchmarks/feeds.py` imports a FINESS file of any size.\n")
     return "".join(out)
 
 

@@ -301,9 +301,9 @@ def _generate(root: _Node, size: int) -> Callable[[object], list]:
         for step in node.steps:
             new = var()
             if step[0] == "member" and cur != "v0":  # the step, inlined: an item at a time, its choice scan too
-                # An extension's ``value``, mostly: scanning its two or three keys here cost a third of calling the
-                # step (Location, whose capacity records have ~27 of them: indexed 206 -> 175 µs with ``as`` inlined
-                # too, alternated).
+                # An extension's ``value``, mostly: its two or three keys scanned here rather than through a call of
+                # the step per item (a Location, whose capacity records have ~27 of them, indexed in 206 -> 175 µs
+                # with ``as`` inlined too, alternated).
                 n = len(step[1])
                 lines.extend([f"{ind}{new} = []", f"{ind}for x, h in {cur}:", f"{ind}    if isinstance(x, dict):",
                               f"{ind}        y = x.get({step[1]!r}, MISSING)",

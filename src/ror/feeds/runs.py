@@ -27,8 +27,9 @@ from ror.feeds.fileset import FileSet, one_digest
 from ror.feeds.identity import Resolver
 from ror.feeds.model import Entity, Feed, Problem, Record, clip
 from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
-from ror.feeds.validation import FeedValidation
+from ror.feeds.validation import FeedValidation, feed_validator
 from ror.fhirdates import now_stamp
+from ror.profiles.parallel import CheckPool
 from ror.settings import get_settings
 from ror.store import repository
 from ror.store.engine import WRITE, writer_slot
@@ -91,8 +92,10 @@ class Run:
         self.scopes_seen: set[str] = set()
         self.run_id = 0
         self.deferred: list[tuple[tuple[str, Entity], int]] = []  # held back for a reference not yet written
-        # Profile validation of what is stored (``ror.feeds.validation``); None: ROR_VALIDATE_FEEDS=false.
-        self.checks = FeedValidation(feed) if validate else None
+        # Profile validation of what is stored (``ror.feeds.validation``), large batches in worker processes
+        # (``ror.profiles.parallel``); None: ROR_VALIDATE_FEEDS=false.
+        self.checks = FeedValidation(feed, pool=CheckPool(engine, feed_validator(), feed_validator)) \
+            if validate else None
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -377,6 +380,9 @@ class Run:
         except BaseException as e:
             self._finish("failed", f"{type(e).__name__}: {e}")
             raise
+        finally:
+            if self.checks and self.checks.pool:
+                self.checks.pool.close()
         message = "; ".join(notes)
         self._finish("done", message)
         return RunReport(self.run_id, self.feed.source, "done", self.dry_run, self.counts, message, self.shown)

@@ -53,6 +53,7 @@ from ror.errors import Issue
 from ror.feeds import precedence
 from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import Entity, Feed, Problem
+from ror.profiles.parallel import CheckPool
 from ror.profiles.validation import MISSING_TARGET, Validator
 from ror.store.repository import content_hash
 
@@ -92,9 +93,13 @@ class Verdict:
 
 
 class FeedValidation:
-    def __init__(self, feed: Feed, validator: Validator | None = None, tz: str = "Europe/Paris"):
+    """``pool``: where large batches are checked (worker processes); without it, in this process."""
+
+    def __init__(self, feed: Feed, validator: Validator | None = None, tz: str = "Europe/Paris",
+                 pool: CheckPool | None = None):
         self.feed = feed
         self.validator = validator or feed_validator()
+        self.pool = pool
         self.tz = ZoneInfo(tz)
         self.accepted: set[tuple[str, str]] = set()  # (type, id) accepted by this run: references may name them
 
@@ -124,8 +129,9 @@ class FeedValidation:
         todo = [k for k in keys if stored_hashes.get(k) != content_hash(merged[k])]
         self.accepted.update(keys)  # the batch's own resources may reference one another
         while todo:
-            outcomes = self.validator.validate_many([_as_stored(merged[k], stamp) for k in todo], conn, at=at,
-                                                    known=self.accepted)
+            batch = [_as_stored(merged[k], stamp) for k in todo]
+            checked = (self.pool or self.validator).check_many(batch, conn, at=at)
+            outcomes = self.validator.resolve_references(conn, checked, self.accepted)
             dropped: list[tuple[str, str]] = []
             for k, issues in zip(todo, outcomes, strict=True):
                 _, e = entities[k]

@@ -51,6 +51,9 @@ MISSING_TARGET = "does not exist in ROR national"  # text of the issue of a refe
 STORED_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole",
                           "Task"})
 
+# A resource's issues but those of missing reference targets, and the stored resources its references name
+# ((type, id) -> FHIRPaths): what ``check_many`` gives ``resolve_references``.
+Checked = tuple[list[Issue], dict[tuple[str, str], list[str]]]
 _CLEAN_MAX_BYTES = 32 * 1024 * 1024  # content of the clean verdicts kept per validator, then forgotten at once
 _NEVER = "\uffff"  # after every date
 _TZ = r"(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)"
@@ -229,32 +232,44 @@ class Validator:
         resource's ``meta.lastUpdated`` (a feed judges a record at its extraction date). ``known``: (type, id)
         of resources to take as existing besides the store (written by the same import, not committed yet).
         A missing reference target is an ``error``/``not-found`` issue whose text contains ``MISSING_TARGET``."""
+        return self.resolve_references(conn, self.check_many(resources, conn, at=at), known)
+
+    def check_many(self, resources: list[dict], conn: Connection | None, *, at: str | None = None) -> list[Checked]:
+        """``validate_many`` but the store look-up of the references' targets: each resource's issues and the
+        stored resources its references name, for ``resolve_references``. The costly part, which reads the
+        store only for NOS tables: a feed runs it in worker processes (``ror.profiles.parallel``)."""
         if not self.strict:
-            return [[] for _ in resources]
-        out: list[list[Issue]] = []
-        pending: list[tuple[_Run, dict[tuple[str, str], list[str]]]] = []
+            return [([], {}) for _ in resources]
+        out: list[Checked] = []
         for resource in resources:
             rtype = resource.get("resourceType") if isinstance(resource, dict) else None
             root = self.profiles.by_type.get(rtype) if isinstance(rtype, str) else None
             if root is None:
-                out.append([Issue("error", "not-supported", f"No ROR profile for resource type '{rtype}' "
-                                  f"(profiled: {', '.join(sorted(self.profiles.by_type))})", [str(rtype)])])
+                out.append(([Issue("error", "not-supported", f"No ROR profile for resource type '{rtype}' "
+                                   f"(profiled: {', '.join(sorted(self.profiles.by_type))})", [str(rtype)])], {}))
                 continue
             run = _Run(conn, at or self._resource_date(resource))
             self._object(root, resource, rtype, run, rtype)
             self._identifiers(resource, rtype, run)
-            if self.check_references and conn is not None and run.refs:
-                pending.append((run, self._references(resource, run)))
-            out.append(run.issues)
-        if pending:
-            keys = {key for _, wanted in pending for key in wanted}
+            wanted = self._references(resource, run) if self.check_references and conn is not None and run.refs \
+                else {}
+            out.append((run.issues, wanted))
+        return out
+
+    @staticmethod
+    def resolve_references(conn: Connection | None, checked: list[Checked],
+                           known: set[tuple[str, str]] | frozenset = frozenset()) -> list[list[Issue]]:
+        """The issues of ``check_many``'s resources, with one for each reference whose target is neither
+        stored (one look-up for them all, on ``conn``: it sees its own transaction's writes) nor ``known``."""
+        keys = {key for _, wanted in checked for key in wanted}
+        if keys:
             found = _existing(conn, keys - known) | (keys & known) if known else _existing(conn, keys)
-            for run, wanted in pending:
+            for issues, wanted in checked:
                 for key, exprs in wanted.items():
                     if key not in found:
-                        for expr in exprs:
-                            run.add("error", "not-found", f"{expr}: {key[0]}/{key[1]} {MISSING_TARGET}", expr)
-        return out
+                        issues.extend(Issue("error", "not-found", f"{expr}: {key[0]}/{key[1]} {MISSING_TARGET}",
+                                            [expr]) for expr in exprs)
+        return [issues for issues, _ in checked]
 
     def _value_set(self, run: _Run, url: str) -> ValueSetView | None:
         """The database's version of a table, else the bundled one: the verdict must not depend on whether
@@ -686,4 +701,4 @@ def raise_if_errors(issues: list[Issue]) -> None:
                                     issues=list(issues))
 
 
-__all__ = ["MISSING_TARGET", "Validator", "raise_if_errors"]
+__all__ = ["MISSING_TARGET", "Checked", "Validator", "raise_if_errors"]

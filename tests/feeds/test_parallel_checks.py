@@ -1,0 +1,118 @@
+"""A feed's large batches are checked in worker processes (``ror.profiles.parallel``) with the verdicts one process
+gives: same issues, same order, the references resolved on the caller's connection."""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures.process import BrokenProcessPool
+
+import orjson
+import pytest
+from sqlalchemy import create_engine, select
+
+from ror.feeds import runs
+from ror.feeds.finess import FinessFeed
+from ror.feeds.rpps import RppsFeed
+from ror.feeds.runs import run_import
+from ror.feeds.schema import feed_problem, feed_run
+from ror.feeds.validation import feed_validator
+from ror.profiles.parallel import CheckPool
+from ror.store.schema import resource
+from tests.feeds.conftest import FINESS_SAMPLE, RPPS_SAMPLE
+
+_NOS = "https://mos.esante.gouv.fr/NOS"
+
+
+def _broken(stored: list[dict]) -> list[dict]:
+    """Real resources made wrong in the ways a feed meets: a code NOS never knew, a required element gone, a
+    reference to nothing, an unknown element."""
+    org = next(r for r in stored if r["resourceType"] == "Organization" and r.get("type"))
+    role = next(r for r in stored if r["resourceType"] == "PractitionerRole")
+    bad_code = copy.deepcopy(org)
+    bad_code["type"][0]["coding"][0]["code"] = "not-a-nos-code"
+    no_identifier = copy.deepcopy(org)
+    del no_identifier["identifier"]
+    dangling = copy.deepcopy(role)
+    dangling["practitioner"] = {"reference": "Practitioner/nobody-here"}
+    unknown = {**copy.deepcopy(role), "colour": "blue"}
+    return [bad_code, no_identifier, dangling, unknown]
+
+
+@pytest.fixture
+def loaded(engine):
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    with engine.connect() as conn:
+        stored = [orjson.loads(b) for b in conn.execute(select(resource.c.body).order_by(resource.c.pk)).scalars()]
+    return engine, stored
+
+
+def test_workers_give_the_verdicts_of_one_process_on_real_records(loaded):
+    engine, stored = loaded
+    batch = stored + _broken(stored)
+    validator = feed_validator()
+    pool = CheckPool(engine, validator, feed_validator, min_shared=1, workers=2)
+    try:
+        with engine.connect() as conn:
+            alone = validator.validate_many(copy.deepcopy(batch), conn, at="2026-11-02T23:59:59")
+            shared = validator.resolve_references(conn, pool.check_many(copy.deepcopy(batch), conn,
+                                                                          at="2026-11-02T23:59:59"))
+    finally:
+        pool.close()
+    assert pool.shared == len(batch) > 100
+    assert shared == alone
+    broken = alone[-4:]
+    assert all(any(i.severity == "error" for i in issues) for issues in broken)
+    assert any("does not exist in ROR national" in i.diagnostics for i in broken[2])
+    retired = [i for issues in alone[:-4] for i in issues if "was retired on" in i.diagnostics]
+    assert len(retired) >= 2  # the sample's two sites in categories NOS retired before the extraction date
+
+
+def test_small_batches_and_a_memory_store_stay_in_the_process(engine):
+    validator = feed_validator()
+    pool = CheckPool(engine, validator, feed_validator, min_shared=50, workers=2)
+    with engine.connect() as conn:
+        assert pool.check_many([{"resourceType": "Organization", "id": "x"}], conn)[0][0]
+    assert (pool.shared, pool._pool) == (0, None)
+    assert CheckPool(create_engine("sqlite://"), validator, feed_validator, workers=2).workers == 0
+
+
+def _import_records(engine, pools: list[CheckPool], make_validator=None, **options):
+    """The FINESS sample imported with its batches checked by a ``CheckPool`` with ``options``: the run's report
+    and problems."""
+    def pool(engine, validator, default):
+        pools.append(CheckPool(engine, validator, make_validator or default, **options))
+        return pools[-1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runs, "CheckPool", pool)
+        report = run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    with engine.connect() as conn:
+        problems = [tuple(r) for r in conn.execute(
+            select(feed_problem.c.line, feed_problem.c.field, feed_problem.c.severity, feed_problem.c.reason)
+            .where(feed_problem.c.run_id == report.run_id).order_by(feed_problem.c.problem_id))]
+    return report, problems
+
+
+def test_an_import_checked_in_workers_stores_and_reports_what_one_process_does(engine):
+    pools: list[CheckPool] = []
+    report, problems = _import_records(engine, pools, min_shared=10, workers=2)
+    assert pools[0].shared >= 100 and pools[0]._pool is None  # used, then closed with the run
+    assert (report.counts["created"], report.counts["rejected"]) == (100, 0)
+    # the real extract's two sites in categories NOS retired before its date (test_feed_validation)
+    assert [(line, field) for line, field, severity, _ in problems if severity == "warning"
+            and field == "Organization.type[0].coding[0]"] == [(20, "Organization.type[0].coding[0]"),
+                                                                (68, "Organization.type[0].coding[0]")]
+
+
+def _no_validator():
+    raise RuntimeError("no validator in this worker")
+
+
+def test_a_worker_that_cannot_start_fails_the_run_instead_of_hanging(engine):
+    with pytest.raises(BrokenProcessPool):
+        _import_records(engine, [], _no_validator, min_shared=10, workers=2)
+    with engine.connect() as conn:
+        status, message = conn.execute(select(feed_run.c.status, feed_run.c.message)).one()
+        stored = conn.execute(select(resource.c.pk)).all()
+    assert status == "failed" and "BrokenProcessPool" in message
+    assert stored == []  # the batch being judged was not written

@@ -1,15 +1,18 @@
-"""A feed's large batches are checked in worker processes (``ror.profiles.parallel``) with the verdicts one process
-gives: same issues, same order, the references resolved on the caller's connection."""
+"""A feed's large batches are checked and indexed in worker processes (``ror.profiles.parallel``) with the outcome one
+process gives: same issues in the same order (the references resolved on the run's connection), same index rows; the
+records are read ahead in a thread (``runs._read_ahead``)."""
 
 from __future__ import annotations
 
 import copy
+import threading
 from concurrent.futures.process import BrokenProcessPool
 
 import orjson
 import pytest
 from sqlalchemy import create_engine, select
 
+from ror.errors import InputFileError
 from ror.feeds import runs
 from ror.feeds.finess import FinessFeed
 from ror.feeds.rpps import RppsFeed
@@ -17,7 +20,10 @@ from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_problem, feed_run
 from ror.feeds.validation import feed_validator
 from ror.profiles.parallel import CheckPool
-from ror.store.schema import resource
+from ror.store import repository
+from ror.store.engine import make_engine
+from ror.store.migrate import upgrade
+from ror.store.schema import INDEX_TABLES, resource
 from tests.feeds.conftest import FINESS_SAMPLE, RPPS_SAMPLE
 
 _NOS = "https://mos.esante.gouv.fr/NOS"
@@ -55,12 +61,18 @@ def test_workers_give_the_verdicts_of_one_process_on_real_records(loaded):
     try:
         with engine.connect() as conn:
             alone = validator.validate_many(copy.deepcopy(batch), conn, at="2026-11-02T23:59:59")
-            shared = validator.resolve_references(conn, pool.check_many(copy.deepcopy(batch), conn,
-                                                                          at="2026-11-02T23:59:59"))
+            checked, indexed = pool.check_many(copy.deepcopy(batch), conn, at="2026-11-02T23:59:59", index=True)
+            shared = validator.resolve_references(conn, checked)
     finally:
         pool.close()
     assert pool.shared == len(batch) > 100
     assert shared == alone
+    for res, p in zip(batch, indexed, strict=True):  # the rows a write of each resource would store
+        at_write = repository.prepare(copy.deepcopy(res))
+        at_write.finalise(2, "2026-11-27T08:00:00.000Z")
+        p.resource, p.stamp = res, "2026-11-27T08:00:00.000Z"
+        assert (p.rtype, p.rid, p.content_hash, p.region, p.index()) == \
+            (at_write.rtype, at_write.rid, at_write.content_hash, at_write.region, at_write.index())
     broken = alone[-4:]
     assert all(any(i.severity == "error" for i in issues) for issues in broken)
     assert any("does not exist in ROR national" in i.diagnostics for i in broken[2])
@@ -72,19 +84,25 @@ def test_small_batches_and_a_memory_store_stay_in_the_process(engine):
     validator = feed_validator()
     pool = CheckPool(engine, validator, feed_validator, min_shared=50, workers=2)
     with engine.connect() as conn:
-        assert pool.check_many([{"resourceType": "Organization", "id": "x"}], conn)[0][0]
+        checked, indexed = pool.check_many([{"resourceType": "Organization", "id": "x"}], conn, index=True)
+    assert checked[0][0] and indexed is None
     assert (pool.shared, pool._pool) == (0, None)
     assert CheckPool(create_engine("sqlite://"), validator, feed_validator, workers=2).workers == 0
+
+
+def _pools(pools: list[CheckPool], make_validator=None, **options):
+    """What a run calls to make its ``CheckPool``: one with ``options``, kept in ``pools``."""
+    def pool(engine, validator, default):
+        pools.append(CheckPool(engine, validator, make_validator or default, **options))
+        return pools[-1]
+    return pool
 
 
 def _import_records(engine, pools: list[CheckPool], make_validator=None, **options):
     """The FINESS sample imported with its batches checked by a ``CheckPool`` with ``options``: the run's report
     and problems."""
-    def pool(engine, validator, default):
-        pools.append(CheckPool(engine, validator, make_validator or default, **options))
-        return pools[-1]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runs, "CheckPool", pool)
+        mp.setattr(runs, "CheckPool", _pools(pools, make_validator, **options))
         report = run_import(engine, FinessFeed(), FINESS_SAMPLE)
     with engine.connect() as conn:
         problems = [tuple(r) for r in conn.execute(
@@ -116,3 +134,50 @@ def test_a_worker_that_cannot_start_fails_the_run_instead_of_hanging(engine):
         stored = conn.execute(select(resource.c.pk)).all()
     assert status == "failed" and "BrokenProcessPool" in message
     assert stored == []  # the batch being judged was not written
+
+
+def _store_rows(engine) -> tuple[dict, set]:
+    """Each stored resource without its stamps, and every index row by (type, id) but the `_lastUpdated` ones."""
+    from tests.feeds.conftest import all_stored
+    rows = set()
+    with engine.connect() as conn:
+        for kind, table in INDEX_TABLES.items():
+            values = [c for c in table.columns if c.name not in ("pk", "since_tx", "until_tx")]
+            q = select(resource.c.rtype, resource.c.rid, *values).join(resource, resource.c.pk == table.c.pk)
+            rows |= {(kind, *r) for r in conn.execute(q) if not r[2].endswith("._lastUpdated")}
+    return all_stored(engine), rows
+
+
+def test_the_rows_indexed_by_the_workers_are_the_writers_own(tmp_path):
+    """The FINESS and RPPS samples imported into two SQLite stores, one with every batch checked and indexed in
+    workers: the same resources and the same index rows."""
+    stores = []
+    for name, options in (("pooled", {"min_shared": 10, "workers": 2}), ("alone", {"workers": 0})):
+        engine = make_engine(f"sqlite:///{tmp_path / name}.db")
+        upgrade(engine)
+        pools: list[CheckPool] = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runs, "CheckPool", _pools(pools, **options))
+            run_import(engine, FinessFeed(), FINESS_SAMPLE)
+            run_import(engine, RppsFeed(), RPPS_SAMPLE)
+        assert sum(p.shared for p in pools) > (100 if name == "pooled" else -1)
+        stores.append(_store_rows(engine))
+        engine.dispose()
+    (pooled, pooled_rows), (alone, alone_rows) = stores
+    assert pooled == alone and len(pooled) > 100
+    assert pooled_rows == alone_rows and len(pooled_rows) > 2000
+
+
+def test_records_read_ahead_keep_their_order_and_the_file_error_its_place():
+    def records():
+        yield from range(5)
+        raise InputFileError("line 6: not a FINESS line")
+    got = []
+    with pytest.raises(InputFileError, match="line 6"):
+        for r in runs._read_ahead(records(), 2):
+            got.append(r)
+    assert got == [0, 1, 2, 3, 4]
+    reader = runs._read_ahead(iter(range(10_000)), 3)
+    assert next(reader) == 0
+    reader.close()  # a run stopped early (--limit, an error): the thread stops too
+    assert not [t for t in threading.enumerate() if t.name == "ror-feed-read"]

@@ -90,3 +90,19 @@ def test_0014_copies_the_rows_of_their_places_into_the_offers_of_a_loaded_store(
     with service.engine.connect() as conn:
         copies_are_current(conn)
     assert b'"total":2' in service.search("HealthcareService", pairs, "http://t").body
+
+
+def test_0016_reads_geographic_rows_by_pk_from_one_index_of_a_loaded_store(service):
+    bulk.upsert(service.engine, [*places(3), _offer("hs-1", "p-001"), _offer("hs-2", "p-002")])
+    pairs = [("specialty", "022"), ("location.near-insee-code", "78646|1|km")]  # an offer's places tested by pk
+    _alembic(service.engine, command.downgrade, "0015")
+    with service.engine.connect() as conn:
+        before = {ix["name"] for ix in inspect(conn).get_indexes("idx_geo")}
+    assert {"ix_idx_geo_pk", "ix_idx_geo_pk_point"} <= before
+    assert b'"total":2' in service.search("HealthcareService", pairs, "http://t").body
+    _alembic(service.engine, command.upgrade, "head")
+    with service.engine.connect() as conn:
+        after = {ix["name"] for ix in inspect(conn).get_indexes("idx_geo")}
+    assert after == before - {"ix_idx_geo_pk_point"}
+    assert _pk_index(service.engine, "idx_geo") == ["pk", "until_tx", "param", "lat", "lon"]
+    assert b'"total":2' in service.search("HealthcareService", pairs, "http://t").body

@@ -534,3 +534,16 @@ def test_near_across_the_antimeridian(store):
     """Wallis-and-Futuna: the box around a point at 179.9° W reaches 179.95° E."""
     assert _found(store, "Location", [("near", "-13.3|-179.95|15|km")]) == {"wallis"}
     assert _found(store, "Location", [("near", "-13.3|-179.95|5|km")]) == set()
+
+
+def test_a_circle_tested_on_each_resource_reads_its_points_from_the_index_alone(store):
+    """Offers found by their organisation are tested for the circle on the points of their places (copied into the
+    offers' rows): each offer's points are read by pk from its one pk-led index, which carries them (migration 0016,
+    as 0010 did with a second index)."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL chooses its index-only scans from its statistics")
+    pairs = [("organization.identifier", f"{FINESS}|100000007"), ("location.near", f"{LAT}|{LON}|{KM}|km")]
+    with _forced(DRIVERS["first"]):
+        assert _found(store, "HealthcareService", pairs) == {"hs-in"}
+    steps = [s for s in _plan_driven_by_the_first(store, pairs, live=True) if "idx_geo" in s]
+    assert steps and all("COVERING INDEX ix_idx_geo_pk (pk=? AND until_tx=?" in s for s in steps), steps

@@ -264,7 +264,7 @@ def _new_pks(conn: Connection, n: int) -> list[int]:
 # The columns an indexer row fills, per index table, in its order: between ``pk`` and ``since_tx``/``until_tx``.
 _VALUE_COLUMNS = {kind: [c.name for c in table.columns][1:-2] for kind, table in INDEX_TABLES.items()}
 # Each index table's index of a resource's own rows, led by pk then until_tx (``_close_sql``; schema._index_table names
-# it: idx_geo has a second index led so, and a table's indexes are a set).
+# it).
 _PK_INDEXES = {kind: f"ix_{table.name}_pk" for kind, table in INDEX_TABLES.items()}
 # Where each table's values are in a row of ``_live_rows_sql`` (after the branch number and the pk):
 # (kind, first, end), by branch number. On PostgreSQL each table has its own columns of a row as wide as all

@@ -136,11 +136,10 @@ idx_number = _index_table("idx_number", Column("value", Float, nullable=False), 
 idx_quantity = _index_table("idx_quantity", Column("value", Float, nullable=False),
                             Column("system", String(250)), Column("code", String(64)),
                             lookup=("value", "code"))
-idx_geo = _index_table("idx_geo", Column("lat", Float, nullable=False), Column("lon", Float, nullable=False),
-                       lookup=("lat", "lon"))
 # A resource's coordinates read from an index alone: the geographic test of each offer found by another
-# criterion (`location.near…`, chained) visited the table for every place (0010).
-Index("ix_idx_geo_pk_point", idx_geo.c.pk, idx_geo.c.until_tx, idx_geo.c.param, idx_geo.c.lat, idx_geo.c.lon)
+# criterion (`location.near…`, chained) visited the table for every place (0010, then in the pk index: 0016).
+idx_geo = _index_table("idx_geo", Column("lat", Float, nullable=False), Column("lon", Float, nullable=False),
+                       lookup=("lat", "lon"), by_pk=("param", "lat", "lon"))
 idx_text = _index_table("idx_text", Column("content", Text, nullable=False), lookup=())
 
 INDEX_TABLES = {

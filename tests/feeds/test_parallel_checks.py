@@ -1,18 +1,16 @@
-"""A feed's large batches are checked and indexed in worker processes (``ror.profiles.parallel``) with the outcome one
-process gives: same issues in the same order (the references resolved on the run's connection), same index rows; the
-records are read ahead in a thread (``runs._read_ahead``)."""
+"""A feed's large batches are checked in worker processes (``ror.profiles.parallel``) with the outcome one process
+gives: same issues in the same order (the references resolved on the run's connection), same resources and index
+rows stored."""
 
 from __future__ import annotations
 
 import copy
-import threading
 from concurrent.futures.process import BrokenProcessPool
 
 import orjson
 import pytest
 from sqlalchemy import create_engine, select
 
-from ror.errors import InputFileError
 from ror.feeds import runs
 from ror.feeds.finess import FinessFeed
 from ror.feeds.rpps import RppsFeed
@@ -20,7 +18,6 @@ from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_problem, feed_run
 from ror.feeds.validation import feed_validator
 from ror.profiles.parallel import CheckPool
-from ror.store import repository
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
 from ror.store.schema import INDEX_TABLES, resource
@@ -61,18 +58,12 @@ def test_workers_give_the_verdicts_of_one_process_on_real_records(loaded):
     try:
         with engine.connect() as conn:
             alone = validator.validate_many(copy.deepcopy(batch), conn, at="2026-11-02T23:59:59")
-            checked, indexed = pool.check_many(copy.deepcopy(batch), conn, at="2026-11-02T23:59:59", index=True)
-            shared = validator.resolve_references(conn, checked)
+            shared = validator.resolve_references(conn, pool.check_many(copy.deepcopy(batch), conn,
+                                                                          at="2026-11-02T23:59:59"))
     finally:
         pool.close()
     assert pool.shared == len(batch) > 100
     assert shared == alone
-    for res, p in zip(batch, indexed, strict=True):  # the rows a write of each resource would store
-        at_write = repository.prepare(copy.deepcopy(res))
-        at_write.finalise(2, "2026-11-27T08:00:00.000Z")
-        p.resource, p.stamp = res, "2026-11-27T08:00:00.000Z"
-        assert (p.rtype, p.rid, p.content_hash, p.region, p.index()) == \
-            (at_write.rtype, at_write.rid, at_write.content_hash, at_write.region, at_write.index())
     broken = alone[-4:]
     assert all(any(i.severity == "error" for i in issues) for issues in broken)
     assert any("does not exist in ROR national" in i.diagnostics for i in broken[2])
@@ -84,8 +75,7 @@ def test_small_batches_and_a_memory_store_stay_in_the_process(engine):
     validator = feed_validator()
     pool = CheckPool(engine, validator, feed_validator, min_shared=50, workers=2)
     with engine.connect() as conn:
-        checked, indexed = pool.check_many([{"resourceType": "Organization", "id": "x"}], conn, index=True)
-    assert checked[0][0] and indexed is None
+        assert pool.check_many([{"resourceType": "Organization", "id": "x"}], conn)[0][0]
     assert (pool.shared, pool._pool) == (0, None)
     assert CheckPool(create_engine("sqlite://"), validator, feed_validator, workers=2).workers == 0
 
@@ -148,9 +138,9 @@ def _store_rows(engine) -> tuple[dict, set]:
     return all_stored(engine), rows
 
 
-def test_the_rows_indexed_by_the_workers_are_the_writers_own(tmp_path):
-    """The FINESS and RPPS samples imported into two SQLite stores, one with every batch checked and indexed in
-    workers: the same resources and the same index rows."""
+def test_an_import_checked_in_workers_stores_the_resources_and_rows_of_one_in_one_process(tmp_path):
+    """The FINESS and RPPS samples imported into two SQLite stores, one with every batch checked in workers: the
+    same resources and the same index rows."""
     stores = []
     for name, options in (("pooled", {"min_shared": 10, "workers": 2}), ("alone", {"workers": 0})):
         engine = make_engine(f"sqlite:///{tmp_path / name}.db")
@@ -167,17 +157,3 @@ def test_the_rows_indexed_by_the_workers_are_the_writers_own(tmp_path):
     assert pooled == alone and len(pooled) > 100
     assert pooled_rows == alone_rows and len(pooled_rows) > 2000
 
-
-def test_records_read_ahead_keep_their_order_and_the_file_error_its_place():
-    def records():
-        yield from range(5)
-        raise InputFileError("line 6: not a FINESS line")
-    got = []
-    with pytest.raises(InputFileError, match="line 6"):
-        for r in runs._read_ahead(records(), 2):
-            got.append(r)
-    assert got == [0, 1, 2, 3, 4]
-    reader = runs._read_ahead(iter(range(10_000)), 3)
-    assert next(reader) == 0
-    reader.close()  # a run stopped early (--limit, an error): the thread stops too
-    assert not [t for t in threading.enumerate() if t.name == "ror-feed-read"]

@@ -11,12 +11,9 @@ or reported, never deleted, and a mass disappearance beyond ``max_closure_ratio`
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import suppress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,44 +76,6 @@ def _resolve_refs(raw: bytes, resolver: Resolver) -> dict:
         rtype = m.group(1).decode()
         return b'"reference":"' + f"{rtype}/{resolver.reference(rtype, m.group(2).decode())}".encode() + b'"'
     return orjson.loads(_PLACEHOLDER.sub(sub, raw))
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def _read_ahead(items: Iterator, size: int) -> Iterator:
-    """``items`` (a feed's records, read and mapped from the file) produced by a thread up to ``size`` ahead: the
-    next batch is parsed while the run waits for the workers checking this one (~40 % of a national FINESS
-    import's time). An error reading the file is raised here, in its place; the thread stops with the run."""
-    ahead: queue.Queue = queue.Queue(size)
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                ahead.put(item)
-        except BaseException as e:  # handed to the run, which raises it
-            ahead.put(_Failed(e))
-        else:
-            ahead.put(end)
-
-    thread = threading.Thread(target=produce, name="ror-feed-read", daemon=True)
-    thread.start()
-    try:
-        while (item := ahead.get()) is not end:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # a put blocked on a full queue must see the stop
-            with suppress(queue.Empty):
-                ahead.get(timeout=0.05)
 
 
 class Run:
@@ -287,9 +246,7 @@ class Run:
                 else:
                     contrib.pop(k, None)
             keys = [k for k in keys if k in contrib and k not in verdict.rejected]
-            items = [verdict.prepared(k, merged[k]) for k in keys]
-        else:
-            items = [repository.prepare(merged[k]) for k in keys]
+        items = [repository.prepare(merged[k]) for k in keys]
         written = repository.write_batch(conn, items, {k: v[0] for k, v in current.items()})
         self._record(conn, contrib, written)
         return written
@@ -388,7 +345,7 @@ class Run:
             loose: list[Problem] = []
             n_entities = n_records = 0
             limited = False
-            for item in _read_ahead(self.feed.read(self.path), self.batch_size):
+            for item in self.feed.read(self.path):
                 if isinstance(item, Problem):
                     loose.append(item)
                     n_records += item.severity == "error"

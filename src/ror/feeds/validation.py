@@ -55,7 +55,7 @@ from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import Entity, Feed, Problem
 from ror.profiles.parallel import CheckPool
 from ror.profiles.validation import MISSING_TARGET, Validator
-from ror.store.repository import Prepared, content_hash, prepare
+from ror.store.repository import content_hash
 
 REGISTRIES = frozenset({"finess", "rpps"})
 _CREATION_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole"})
@@ -90,16 +90,6 @@ class Verdict:
     problems: list[Problem] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     deferred: list[tuple[str, str]] = field(default_factory=list)
-    # Content hash and index rows computed with the checks (``CheckPool``), by resource: see ``prepared``.
-    indexed: dict[tuple[str, str], Prepared] = field(default_factory=dict)
-
-    def prepared(self, key: tuple[str, str], res: dict) -> Prepared:
-        """``res`` (the merged resource ``key``) ready for ``repository.write_batch``."""
-        p = self.indexed.get(key)
-        if p is None:
-            return prepare(res)
-        p.resource = res
-        return p
 
 
 class FeedValidation:
@@ -140,12 +130,7 @@ class FeedValidation:
         self.accepted.update(keys)  # the batch's own resources may reference one another
         while todo:
             batch = [_as_stored(merged[k], stamp) for k in todo]
-            if self.pool:
-                checked, ahead = self.pool.check_many(batch, conn, at=at, index=True)
-                if ahead is not None:
-                    verdict.indexed.update(zip(todo, ahead, strict=True))
-            else:
-                checked = self.validator.check_many(batch, conn, at=at)
+            checked = (self.pool or self.validator).check_many(batch, conn, at=at)
             outcomes = self.validator.resolve_references(conn, checked, self.accepted)
             dropped: list[tuple[str, str]] = []
             for k, issues in zip(todo, outcomes, strict=True):

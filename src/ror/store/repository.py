@@ -131,15 +131,6 @@ def prepare_ahead(res: dict, keep_last_updated: bool) -> Prepared:
     return p
 
 
-def index_ahead(res: dict) -> Prepared:
-    """``prepare``, with the index rows of ``res`` as any write of it will store them (``Prepared.index`` puts the
-    write's stamp in): pure work, for feed workers. The resource itself is not kept: the writer gives it back."""
-    p = prepare(res)
-    p.rows, p.rows_stamp = index_rows(_as_written(p, 1, STAMP_MIN)), STAMP_MIN
-    p.resource = None
-    return p
-
-
 def _chunks(seq: Sequence, n: int = _CHUNK):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -168,17 +159,12 @@ def _meta(submitted: dict | None, version: int, stamp: str) -> dict:
     return meta
 
 
-def _as_written(p: Prepared, version: int, stamp: str) -> dict:
-    """``p.resource`` with the server-managed meta set, the members in the order served."""
+def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
+    """Set the server-managed meta on ``p.resource`` and serialise it, the members in the order served."""
     body = {"resourceType": p.rtype, "id": p.rid, "meta": _meta(p.resource.get("meta"), version, stamp)}
     body.update((k, v) for k, v in p.resource.items() if k not in body)
-    return body
-
-
-def _finalise(p: Prepared, version: int, stamp: str) -> bytes:
-    """Set the server-managed meta on ``p.resource`` and serialise it."""
-    p.resource = _as_written(p, version, stamp)
-    return orjson.dumps(p.resource)
+    p.resource = body
+    return orjson.dumps(body)
 
 
 def write_batch(conn: Connection, items: Sequence[Prepared], current: dict | None = None,

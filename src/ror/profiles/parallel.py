@@ -41,8 +41,10 @@ class CheckPool:
         self.min_shared = min_shared
         url = engine.url
         shareable = url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:")
-        cpus = len(os.sched_getaffinity(0))
-        self.workers = 0 if not shareable else workers if workers is not None else cpus if cpus > 1 else 0
+        if workers is None:
+            cpus = len(os.sched_getaffinity(0))
+            workers = cpus if cpus > 1 else 0
+        self.workers = workers if shareable else 0
         self.url = url.render_as_string(hide_password=False)
         self.shared = 0  # resources checked in the workers
         self._pool: ProcessPoolExecutor | None = None

@@ -194,8 +194,8 @@ def main() -> None:
         engine.dispose()
         port = 18000 + os.getpid() % 1000
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ror.bootstrap:app_factory", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
+            [sys.executable, "-m", "ror.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--workers", str(args.workers)],
             env={**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")})
         try:
             for _ in range(100):

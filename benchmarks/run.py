@@ -50,6 +50,8 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 PEER = ROOT / "benchmarks/peer"
 PEER_SAMPLE = 10  # request paths per scenario whose peer answer is compared with ours
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+# The API as the product serves it (``ror serve``: uvicorn with ror.api.server's options), from this checkout's src.
+SERVE = [sys.executable, "-m", "ror.cli.main", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
 
 LOADER = r"""
 import atexit, resource, sys
@@ -307,8 +309,7 @@ class Server:
 def api_server(url: str, workers: int = 1) -> Server:
     """The API on uvicorn: one worker pinned to the server core, or ``workers`` sharing both cores with wrk."""
     port = free_port()
-    return Server([sys.executable, "-m", "uvicorn", "ror.bootstrap:app_factory", "--factory", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+    return Server([*SERVE, "--port", str(port), "--workers", str(workers)],
                   port, {**ENV, "ROR_DATABASE_URL": url},
                   cores=SERVER_CORE if workers == 1 else f"{SERVER_CORE},{CLIENT_CORE}")
 

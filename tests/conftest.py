@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from ror.api.app import create_app
+from ror.api.server import OPTIONS as SERVER_OPTIONS
 from ror.fhir.service import FhirService
 from ror.settings import Settings
 from ror.store.engine import make_engine
@@ -114,7 +115,8 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.base = self.url + "/fhir"
         app = create_app(service, service.settings)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    **SERVER_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

@@ -22,6 +22,7 @@ from ror.access.trust import TrustSpace
 from ror.api.admin import admin_routes
 from ror.api.app import create_app
 from ror.api.security import SecureApp, secure
+from ror.api.server import OPTIONS as SERVER_OPTIONS
 from tests.access.pki import TestPki
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "nginx"
@@ -50,7 +51,8 @@ class Uvicorn:
     def __init__(self, app):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    **SERVER_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

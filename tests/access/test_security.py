@@ -130,6 +130,23 @@ def test_certificate_headers_count_only_from_the_proxy(secured):
     assert r.status_code == 401 and "cannot be read" in r.text
 
 
+def test_the_forwarded_scheme_is_believed_from_the_proxy_only(tmp_path):
+    trust = make_trust(tmp_path, trusted_proxy_ips="127.0.0.1, 10.1.0.0/16")
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(scope["scheme"])
+        await Response(b"page")(scope, receive, send)
+
+    app = secure(inner, trust, public_prefixes=("/static",))
+    for peer, proto in (("127.0.0.1", "https"), ("10.1.2.3", "https"), ("192.0.2.10", "https"), ("127.0.0.1", "ftp"),
+                        ("127.0.0.1", None)):
+        assert call(app, "GET", "/static/x", peer=peer,
+                    headers={"X-Forwarded-Proto": proto} if proto else {}).status_code == 200
+    assert seen == ["https", "https", "http", "http", "http"]
+    trust.audit.close()
+
+
 def test_audit_header_is_read_and_removed(secured):
     app, auth = secured
     r = call(app, "GET", "/fhir/Organization?audit=Organization%3D2%2CLocation%3D1", headers={**auth, **ROR_HEADERS})

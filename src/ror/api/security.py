@@ -194,6 +194,7 @@ class SecureApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        self._forwarded_scheme(scope)
         path = scope["path"]
         if path.startswith("/oauth/"):
             await self._oauth(scope, receive, send)
@@ -212,6 +213,18 @@ class SecureApp:
             await self.app(scope, receive, send)
         else:
             await self._protected(scope, receive, send)
+
+    def _forwarded_scheme(self, scope: Scope) -> None:
+        """The scheme the client used, from the TLS proxy's ``X-Forwarded-Proto`` (the links the app writes): believed
+        from the peers of ``ROR_TRUSTED_PROXY_IPS`` only, the one setting that says who the proxy is (uvicorn's own
+        proxy-header handling, which trusts its ``--forwarded-allow-ips`` instead, is off: ``ror serve``)."""
+        client = scope.get("client")
+        if client and self.trust.is_proxy(client[0]):
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-proto":
+                    if value in (b"https", b"http"):
+                        scope["scheme"] = value.decode()
+                    return
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_flush() -> Message:

@@ -43,10 +43,10 @@ def _fail(message: str) -> None:
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
           port: int = typer.Option(8000, help="TCP port."),
-          workers: int = typer.Option(1, help="Worker processes (PostgreSQL for more than one writer).")):
+          workers: int = typer.Option(1, help="Worker processes (PostgreSQL for more than one writer)."),
+          log_level: str = typer.Option("info", help="uvicorn's log level (warning: startup lines only).")):
     """Serve the FHIR API at http://HOST:PORT/fhir (upgrades the schema first)."""
-    import uvicorn
-
+    from ror.api.server import serve as serve_api
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
     settings = Settings.from_env()
@@ -54,8 +54,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
     if not settings.auth_required:
         console.print("[yellow]trust space off (ROR_AUTH_REQUIRED=false): every caller has full access, the "
                       "admin API included — keep this server on 127.0.0.1 (docs/security.md)[/yellow]")
-    uvicorn.run("ror.bootstrap:app_factory", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+    serve_api(host, port, workers, log_level)
 
 
 @db_app.command("upgrade")

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
+
+from ror.cli.main import app
 
 ROOT = Path(__file__).parents[2]
 
@@ -85,3 +88,11 @@ def test_ror_serve_writes_links_with_the_scheme_the_trusted_proxy_forwards(serve
     assert links[0]["url"] == f"https://127.0.0.1:{served}{search}"  # 127.0.0.1: ROR_TRUSTED_PROXY_IPS' default
     links = httpx.get(f"http://127.0.0.1:{served}{search}", headers={"X-Forwarded-Proto": "gopher"}).json()["link"]
     assert links[0]["url"].startswith("http://")  # only http or https is believed
+
+
+def test_ror_serve_refuses_an_unknown_log_level_before_touching_the_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROR_DATABASE_URL", f"sqlite:///{tmp_path}/ror.db")
+    result = CliRunner().invoke(app, ["serve", "--log-level", "loud"])
+    assert result.exit_code == 1
+    assert "--log-level 'loud': one of critical, error, warning, info, debug, trace" in result.output
+    assert not (tmp_path / "ror.db").exists()

@@ -7,6 +7,7 @@ import uvicorn
 # The trust space reads the TLS proxy's headers itself (``ROR_TRUSTED_PROXY_IPS``, ror.api.security): uvicorn's own
 # proxy-header handling, which trusted its ``--forwarded-allow-ips`` instead and parsed every request's headers once
 # more, is off. No ``Server`` header advertises the software; no WebSocket endpoint exists.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 OPTIONS = {"ws": "none", "proxy_headers": False, "server_header": False, "access_log": False}
 
 

@@ -44,9 +44,12 @@ def _fail(message: str) -> None:
 def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
           port: int = typer.Option(8000, help="TCP port."),
           workers: int = typer.Option(1, help="Worker processes (PostgreSQL for more than one writer)."),
-          log_level: str = typer.Option("info", help="uvicorn's log level (warning: startup lines only).")):
+          log_level: str = typer.Option("info", help="uvicorn's log level (warning: no startup lines).")):
     """Serve the FHIR API at http://HOST:PORT/fhir (upgrades the schema first)."""
+    from ror.api.server import LOG_LEVELS
     from ror.api.server import serve as serve_api
+    if log_level not in LOG_LEVELS:
+        _fail(f"--log-level {log_level!r}: one of {', '.join(LOG_LEVELS)}")
     from ror.store.engine import make_engine
     from ror.store.migrate import upgrade
     settings = Settings.from_env()

@@ -255,7 +255,11 @@ def test_an_unexpected_failure_of_a_read_is_a_500_operation_outcome(service, mon
     def broken(*args, **kwargs):
         raise RuntimeError("database gone")
 
+    async def broken_async(*args, **kwargs):
+        broken()
+
     monkeypatch.setattr(service, "read", broken)
+    monkeypatch.setattr(service, "read_now_async", broken_async)  # PostgreSQL's read, awaited on the loop
     app = create_app(service, service.settings)
     try:
         r = call(app, "GET", "/fhir/Location/any")

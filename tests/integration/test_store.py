@@ -160,6 +160,48 @@ def test_reads_by_id_take_no_pooled_connection_and_survive_a_dropped_one(service
         event.remove(engine.pool, "checkout", checkout)
 
 
+def test_reads_awaited_on_the_event_loop_answer_as_the_others_and_survive_a_dropped_connection(service):
+    """On PostgreSQL the API's read by id awaits its round trip on the event loop (``read_now_async``): the same stored
+    version as the read in a thread, a NotFound for an unknown id, at most the held number of connections for many
+    reads at once, one connection per loop (a loop's connections cannot serve another), and a connection the server
+    dropped replaced."""
+    import asyncio
+
+    from ror.store.engine import _HELD_PG, _LOOP_READERS
+
+    if service.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite reads inline on the loop: a local lookup, nothing to await")
+    loc = location()
+    service.update("Location", loc["id"], orjson.dumps(loc), "http://x/fhir")
+    engine = service.engine
+    expected = repository.read_now(engine, "Location", loc["id"])
+
+    async def reads(n: int) -> list:
+        return await asyncio.gather(*(repository.read_now_async(engine, "Location", loc["id"]) for _ in range(n)))
+
+    async def first_loop():
+        got = await reads(20)
+        with pytest.raises(NotFound):
+            await repository.read_now_async(engine, "Location", "unknown")
+        held = _LOOP_READERS[engine.pool][asyncio.get_running_loop()]
+        assert 1 <= len(held.idle) <= _HELD_PG
+        conn = held.idle[-1]
+        with engine.connect() as admin:
+            assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({conn.info.backend_pid})").scalar_one()
+        again = await repository.read_now_async(engine, "Location", loc["id"])
+        assert conn.closed and conn not in held.idle
+        for c in held.idle:
+            await c.close()
+        return [*got, again]
+
+    got = asyncio.run(first_loop())
+    got += asyncio.run(reads(3))  # a new loop: new connections
+    assert all((s.pk, s.version, s.last_updated, bytes(s.body)) == (expected.pk, expected.version,
+               expected.last_updated, bytes(expected.body)) for s in got)
+    service.update("Location", loc["id"], orjson.dumps({**loc, "name": "Renamed"}), "http://x/fhir")
+    assert asyncio.run(reads(1))[0].version == 2  # autocommit: each read sees the latest commit
+
+
 def test_api_connections_take_the_small_page_cache_and_loaders_and_the_reader_the_large_one(tmp_path, monkeypatch):
     """An API process has up to 16 pooled SQLite connections: each gets ``api_sqlite_cache_mb`` (its memory stays
     bounded at national scale); its one reader of reads by id, and other engines (the loaders' single writer),

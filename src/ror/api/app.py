@@ -198,8 +198,9 @@ class FastReads:
     most frequent call and Starlette's routing (~40 route patterns tried) and threadpool hop cost more
     than the read itself (profiled: 0.64 ms per read, of which the primary-key lookup ~0.1 ms). On
     SQLite the read runs inline on the event loop (a local primary-key lookup, shorter than a
-    threadpool round trip); on PostgreSQL, which may wait on the network, in the threadpool.
-    Everything else goes to ``app``. The trust space wraps this, so reads are authorised and audited
+    threadpool round trip); on PostgreSQL, which may wait on the network, its round trip is awaited
+    on the loop (profile 1, one statement) or it runs in the threadpool (the other profiles' reads,
+    which redact). Everything else goes to ``app``. The trust space wraps this, so reads are authorised and audited
     exactly as before."""
 
     def __init__(self, app, api: FhirApi):
@@ -219,6 +220,8 @@ class FastReads:
             _check_accept(next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), ""))
             if self.inline:
                 r = self.api.service.read(rtype, rid, caller=caller)
+            elif caller.profile == 1:
+                r = await self.api.service.read_now_async(rtype, rid)
             else:
                 r = await run_in_threadpool(self.api.service.read, rtype, rid, None, caller)
             status, body, headers = r.status, r.body, r.headers

@@ -146,6 +146,11 @@ def version_headers(version: int, stamp: str) -> dict[str, str]:
     return {"ETag": f'W/"{version}"', "Last-Modified": http_date(stamp)}
 
 
+def _read_response(rtype: str, s: repository.Stored) -> Response:
+    return Response(200, s.body, {**version_headers(s.version, s.last_updated), AUDIT_HEADER: f"{rtype}=1"},
+                    s.last_updated)
+
+
 def parse_if_match(value: str | None) -> int | None:
     if not value:
         return None
@@ -271,8 +276,14 @@ class FhirService:
                 s = repository.read(conn, rtype, rid) if version is None else \
                     repository.read_version(conn, rtype, rid, version)
                 s = self._seen(conn, caller, rtype, rid, [s])[0]
-        return Response(200, s.body, {**version_headers(s.version, s.last_updated), AUDIT_HEADER: f"{rtype}=1"},
-                        s.last_updated)
+        return _read_response(rtype, s)
+
+    async def read_now_async(self, rtype: str, rid: str) -> Response:
+        """``read`` of the current version by profile 1 (the stored bytes, one statement), its round trip awaited on
+        the event loop: PostgreSQL (``repository.read_now_async``)."""
+        check_type(rtype)
+        check_id(rid)
+        return _read_response(rtype, await repository.read_now_async(self.engine, rtype, rid))
 
     def history(self, rtype: str, rid: str, base: str, caller: Caller = FULL_ACCESS) -> Response:
         check_type(rtype)

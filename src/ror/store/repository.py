@@ -21,7 +21,16 @@ from sqlalchemy import Connection, Dialect, Engine, Table, and_, delete, func, s
 from ror.errors import NotFound
 from ror.fhirdates import STAMP_MIN, now_stamp, parse_range, stamp_to_instant
 from ror.store import derived
-from ror.store.engine import dbapi_many, dbapi_row_now, dbapi_rows, in_list, is_sqlite, list_param, next_tx
+from ror.store.engine import (
+    dbapi_many,
+    dbapi_row_now,
+    dbapi_row_now_async,
+    dbapi_rows,
+    in_list,
+    is_sqlite,
+    list_param,
+    next_tx,
+)
 from ror.store.indexer import index_rows, restamp
 from ror.store.schema import INDEX_TABLES, LIVE_TX, metadata, resource, resource_version
 
@@ -435,7 +444,15 @@ def read_many(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, 
 
 def read_now(engine: Engine, rtype: str, rid: str) -> Stored:
     """``read`` outside a transaction (the API's read by id, see ``dbapi_row_now``)."""
-    row = dbapi_row_now(engine, _READ_SQL, (rtype, rid))
+    return _stored(dbapi_row_now(engine, _READ_SQL, (rtype, rid)), rtype, rid)
+
+
+async def read_now_async(engine: Engine, rtype: str, rid: str) -> Stored:
+    """``read_now`` awaited on the event loop (PostgreSQL, ``dbapi_row_now_async``)."""
+    return _stored(await dbapi_row_now_async(engine, _READ_SQL, (rtype, rid)), rtype, rid)
+
+
+def _stored(row: tuple | None, rtype: str, rid: str) -> Stored:
     if row is None:
         raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
     return Stored(*row)

@@ -142,6 +142,38 @@ def test_revocation_and_suspension_take_effect_immediately(trust):
         trust.authenticate(token, None)
 
 
+def test_the_check_the_api_awaits_decides_as_the_other(trust):
+    """``authenticate_async`` (what the trust space's front awaits: on PostgreSQL the token's state read on the event
+    loop's own connections) admits and refuses exactly as ``authenticate``, revocation and suspension at once."""
+    import asyncio
+
+    from ror.store.engine import _LOOP_READERS
+
+    app, _ = register(trust.registry, "app1", 0)
+    token = trust.tokens.issue(app, None)["access_token"]
+
+    def both(tok: str):
+        async def awaited():
+            return await trust.authenticate_async(tok, None)
+        outcomes = []
+        for check in (lambda: trust.authenticate(tok, None), lambda: asyncio.run(awaited())):
+            try:
+                outcomes.append(check().app_id)
+            except (Unauthorized, Forbidden) as e:
+                outcomes.append((type(e).__name__, e.issues[0].code, e.message))
+        assert outcomes[0] == outcomes[1]
+        return outcomes[0]
+
+    assert both(token) == "app1"
+    assert (trust.registry.engine.pool in _LOOP_READERS) == (trust.registry.engine.dialect.name == "postgresql")
+    trust.tokens.revoke(jwt.decode(token, options={"verify_signature": False})["jti"])
+    assert both(token)[0] == "Unauthorized" and "revoked" in both(token)[2]
+    token = trust.tokens.issue(app, None)["access_token"]
+    trust.registry.set_status("app1", "suspended")
+    assert both(token)[0] == "Forbidden"
+    assert both("not.a.token")[0] == "Unauthorized"
+
+
 def test_key_rotation(trust):
     app, _ = register(trust.registry, "app1", 0)
     old = trust.tokens.issue(app, None)["access_token"]

@@ -26,7 +26,7 @@ from ror.access.schema import access_app, access_signing_key, access_token
 from ror.errors import Issue, NotFound, Unauthorized
 from ror.fhirdates import stamp
 from ror.settings import Settings
-from ror.store.engine import row_now
+from ror.store.engine import row_now, row_now_async
 
 ALGORITHM = "ES256"
 AUDIENCE = "ror-fhir"
@@ -196,11 +196,20 @@ class TokenService:
         about 40 µs of CPU on SQLite against 220 µs through a SQLAlchemy ``Connection``; on the connections the
         process holds for such reads (``row_now``), not a pooled one.
         """
+        return _token_state(row_now(self.engine, self._state_sql.string, self._state_params(jti)))
+
+    async def state_async(self, jti: str) -> TokenState | None:
+        """``state`` for the event loop: on PostgreSQL its round trip awaited there (``row_now_async``), where it
+        blocked the loop for every request; on SQLite, a local lookup, read inline."""
+        if self.engine.dialect.name == "sqlite":
+            return self.state(jti)
+        return _token_state(await row_now_async(self.engine, self._state_sql.string, self._state_params(jti)))
+
+    def _state_params(self, jti: str) -> tuple | dict:
         params = self._state_sql.construct_params({"jti": jti})
         if self._state_sql.positional:
             params = tuple(params[name] for name in self._state_sql.positiontup)
-        row = row_now(self.engine, self._state_sql.string, params)
-        return TokenState(row[0], row[1] is not None, row[2], row[3]) if row else None
+        return params
 
     def revoke(self, jti: str) -> None:
         with writing(self.engine) as conn:
@@ -218,3 +227,7 @@ class TokenService:
             q = q.where(access_token.c.app_id == app_id)
         with reading(self.engine) as conn:
             return [plain(r) for r in conn.execute(q).mappings().all()]
+
+
+def _token_state(row: tuple | None) -> TokenState | None:
+    return TokenState(row[0], row[1] is not None, row[2], row[3]) if row else None

@@ -15,7 +15,7 @@ from ror.access.audit import AuditLog
 from ror.access.certs import CertInfo, forwarded_certificate, normalize_thumbprint, x5t_s256
 from ror.access.ratelimit import SharedRateLimiter
 from ror.access.registry import Application, Registry
-from ror.access.tokens import TokenService, bearer_challenge, invalid_token
+from ror.access.tokens import TokenService, TokenState, bearer_challenge, invalid_token
 from ror.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from ror.settings import Settings
 
@@ -84,11 +84,19 @@ class TrustSpace:
     def authenticate(self, token: str, cert: CertInfo | None) -> Application:
         """The active application a Bearer token belongs to, with its certificate binding checked.
 
-        Blocking, but short enough for the event loop: one primary-key join, plus a registry load when
-        the registration changed and a signature check the first time a token is seen.
+        One primary-key join, plus a registry load when the registration changed and a signature check the first
+        time a token is seen.
         """
         claims = self.tokens.verify(token)
-        state = self.tokens.state(claims["jti"])
+        return self._admitted(claims, self.tokens.state(claims["jti"]), cert)
+
+    async def authenticate_async(self, token: str, cert: CertInfo | None) -> Application:
+        """``authenticate`` on the event loop: the token's state awaited there on PostgreSQL (``state_async``); the
+        rest, a registry load when the registration changed aside, is the process's own work."""
+        claims = self.tokens.verify(token)
+        return self._admitted(claims, await self.tokens.state_async(claims["jti"]), cert)
+
+    def _admitted(self, claims: dict, state: TokenState | None, cert: CertInfo | None) -> Application:
         if state is None or state.app_id != claims["sub"]:
             raise invalid_token("The access token was not issued by this server")
         if state.status != "active":  # before revocation: suspending revokes the tokens, and this says why

@@ -331,13 +331,18 @@ async def dbapi_row_now_async(engine: Engine, template: str, params: Sequence = 
     """``dbapi_row_now`` on PostgreSQL, its round trip awaited on the running event loop rather than in a thread: the
     API's read by id, 20,797 resources, alternated: 1,692 → 2,162 req/s over one connection, 2,984 → 3,246 over
     eight; 468 → 377 µs of server CPU a read (benchmarks/RESULTS.md, session 15)."""
+    return await row_now_async(engine, _sql(engine, template), params)
+
+
+async def row_now_async(engine: Engine, sql: str, params: Sequence | dict = ()) -> tuple | None:
+    """``dbapi_row_now_async`` for SQL in the engine's own parameter style."""
     by_loop = per_pool(_LOOP_READERS, engine, weakref.WeakKeyDictionary)
     loop = asyncio.get_running_loop()
     held = by_loop.get(loop)
     if held is None:  # no await since the look-up: no other task of this loop made one meanwhile
         held = by_loop[loop] = _LoopConnections(engine.url.set(drivername="postgresql")
                                                 .render_as_string(hide_password=False), _HELD_PG)
-    return await held.row(_sql(engine, template), params)
+    return await held.row(sql, params)
 
 
 class _LoopConnections:
@@ -350,7 +355,7 @@ class _LoopConnections:
         self.turns = asyncio.Semaphore(size)
         self.idle: list[psycopg.AsyncConnection] = []
 
-    async def row(self, sql: str, params: Sequence) -> tuple | None:
+    async def row(self, sql: str, params: Sequence | dict) -> tuple | None:
         async with self.turns:
             for attempt in (1, 2):
                 conn = self.idle.pop() if self.idle else await psycopg.AsyncConnection.connect(self.conninfo,
@@ -398,5 +403,5 @@ def current_tx(conn: Connection) -> int:
 
 
 __all__ = ["LIVE_TX", "SNAPSHOT", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_row_now_async",
-           "dbapi_rows", "is_sqlite",
-           "make_engine", "next_tx", "one_snapshot", "per_pool", "row_now", "write_transaction", "writer_slot"]
+           "dbapi_rows", "is_sqlite", "make_engine", "next_tx", "one_snapshot", "per_pool", "row_now", "row_now_async",
+           "write_transaction", "writer_slot"]

@@ -23,7 +23,7 @@ from email.utils import format_datetime
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection, Engine, literal, select
+from sqlalchemy import Connection, Engine, literal
 
 from ror.capacity import history as capacity_history
 from ror.capacity import protocol as capacity_protocol
@@ -46,7 +46,7 @@ from ror.profiles.searchparams import RESOURCE_TYPES, registry
 from ror.profiles.validation import Validator, raise_if_errors
 from ror.search.execute import SearchResult, query_fingerprint, redacted, run_search
 from ror.search.plan import SearchPlan, build_plan
-from ror.search.visibility import Visibility
+from ror.search.visibility import Visibility, hidden_probe
 from ror.settings import Settings
 from ror.store import repository
 from ror.store.engine import SNAPSHOT, current_tx, dbapi_rows, is_sqlite
@@ -257,13 +257,15 @@ class FhirService:
         (a hidden resource is not acknowledged to exist)."""
         if caller.profile == 1:
             return versions
-        vis = Visibility(caller.profile, literal(current_tx(conn)))
-        hidden = vis.hidden(rtype)
-        if hidden is not None:
-            sub = hidden.subquery()
-            if conn.execute(select(sub.c.pk).where(sub.c.pk == versions[0].pk)).first():
+        tx = current_tx(conn)
+        probe = hidden_probe(conn.dialect, caller.profile, rtype)
+        if probe is not None:
+            params = probe.construct_params({"snap": tx, "pk": versions[0].pk})
+            if probe.positional:
+                params = tuple(params[name] for name in probe.positiontup)
+            if conn.exec_driver_sql(probe.string, params).first():
                 raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
-        bodies = redacted(conn, vis, [(v.pk, v.body) for v in versions])
+        bodies = redacted(conn, Visibility(caller.profile, literal(tx)), [(v.pk, v.body) for v in versions])
         return [repository.Stored(v.pk, v.version, v.last_updated, b) for v, b in zip(versions, bodies, strict=True)]
 
     def read(self, rtype: str, rid: str, version: int | None = None, caller: Caller = FULL_ACCESS) -> Response:

@@ -25,9 +25,11 @@ Invariant relied on: every indexed version of an offer has exactly one ``SENSITI
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import ClassVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Dialect, Select, and_, bindparam, exists, false, literal, not_, or_, select, true
+from sqlalchemy.engine import Compiled
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -317,3 +319,17 @@ class Visibility:
         rr = self.alias(resource)
         return (self._places_set("ms", self._champ_set(CHAMP_MS)),
                 select(rr.c.pk).where(rr.c.rtype == "PractitionerRole", self.medico_social_role(rr.c.pk)))
+
+
+@lru_cache(maxsize=64)
+def hidden_probe(dialect: Dialect, profile: int, rtype: str) -> Compiled | None:
+    """The statement whose one row says that the resource ``:pk`` of ``rtype`` is hidden to ``profile`` at snapshot
+    ``:snap`` (``Visibility.hidden`` narrowed to it), compiled once per dialect; None when the profile sees every
+    resource of the type. A read by id of a restricted profile built and compiled it for every read: in process
+    (SQLite), an offer read by profile 0 in 673 → 237 µs; through HTTP (PostgreSQL, a profile-0 token), 586 → 815
+    reads a second over eight connections (benchmarks/RESULTS.md, session 15)."""
+    hidden = Visibility(profile, bindparam("snap")).hidden(rtype)
+    if hidden is None:
+        return None
+    sub = hidden.subquery()
+    return select(sub.c.pk).where(sub.c.pk == bindparam("pk")).compile(dialect=dialect)

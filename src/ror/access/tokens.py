@@ -26,7 +26,7 @@ from ror.access.schema import access_app, access_signing_key, access_token
 from ror.errors import Issue, NotFound, Unauthorized
 from ror.fhirdates import stamp
 from ror.settings import Settings
-from ror.store.engine import row_now, row_now_async
+from ror.store.engine import compiled_params, row_now, row_now_async
 
 ALGORITHM = "ES256"
 AUDIENCE = "ror-fhir"
@@ -206,10 +206,7 @@ class TokenService:
         return _token_state(await row_now_async(self.engine, self._state_sql.string, self._state_params(jti)))
 
     def _state_params(self, jti: str) -> tuple | dict:
-        params = self._state_sql.construct_params({"jti": jti})
-        if self._state_sql.positional:
-            params = tuple(params[name] for name in self._state_sql.positiontup)
-        return params
+        return compiled_params(self._state_sql, {"jti": jti})
 
     def revoke(self, jti: str) -> None:
         with writing(self.engine) as conn:

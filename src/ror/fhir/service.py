@@ -49,7 +49,7 @@ from ror.search.plan import SearchPlan, build_plan
 from ror.search.visibility import Visibility, hidden_probe
 from ror.settings import Settings
 from ror.store import repository
-from ror.store.engine import SNAPSHOT, current_tx, dbapi_rows, is_sqlite
+from ror.store.engine import SNAPSHOT, compiled_params, current_tx, dbapi_rows, is_sqlite
 from ror.store.group_commit import Prepare, Together, grouped_write, grouped_write_soon
 from ror.store.indexer import index_rows
 from ror.store.schema import LIVE_TX
@@ -259,12 +259,9 @@ class FhirService:
             return versions
         tx = current_tx(conn)
         probe = hidden_probe(conn.dialect, caller.profile, rtype)
-        if probe is not None:
-            params = probe.construct_params({"snap": tx, "pk": versions[0].pk})
-            if probe.positional:
-                params = tuple(params[name] for name in probe.positiontup)
-            if conn.exec_driver_sql(probe.string, params).first():
-                raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        params = {"snap": tx, "pk": versions[0].pk}
+        if probe is not None and conn.exec_driver_sql(probe.string, compiled_params(probe, params)).first():
+            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
         bodies = redacted(conn, Visibility(caller.profile, literal(tx)), [(v.pk, v.body) for v in versions])
         return [repository.Stored(v.pk, v.version, v.last_updated, b) for v, b in zip(versions, bodies, strict=True)]
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 import orjson
 import psycopg
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Compiled, Connection
 from sqlalchemy.pool import Pool
 
 from ror.geo import haversine_km
@@ -378,6 +378,12 @@ class _LoopConnections:
 _LOOP_READERS: weakref.WeakKeyDictionary[Pool, weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
 
 
+def compiled_params(compiled: Compiled, values: dict) -> tuple | dict:
+    """``values`` as the DBAPI takes them for ``compiled.string``: by position on SQLite, by name on PostgreSQL."""
+    params = compiled.construct_params(values)
+    return tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+
+
 def dbapi_many(conn: Connection, template: str, rows: Sequence[Sequence]) -> None:
     """``executemany`` of a statement on the DBAPI cursor of ``conn`` (see ``dbapi_rows``)."""
     cur = conn.connection.cursor()
@@ -402,6 +408,6 @@ def current_tx(conn: Connection) -> int:
     return dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0]
 
 
-__all__ = ["LIVE_TX", "SNAPSHOT", "WRITE", "current_tx", "dbapi_many", "dbapi_row_now", "dbapi_row_now_async",
-           "dbapi_rows", "is_sqlite", "make_engine", "next_tx", "one_snapshot", "per_pool", "row_now", "row_now_async",
-           "write_transaction", "writer_slot"]
+__all__ = ["LIVE_TX", "SNAPSHOT", "WRITE", "compiled_params", "current_tx", "dbapi_many", "dbapi_row_now",
+           "dbapi_row_now_async", "dbapi_rows", "is_sqlite", "make_engine", "next_tx", "one_snapshot", "per_pool",
+           "row_now", "row_now_async", "write_transaction", "writer_slot"]

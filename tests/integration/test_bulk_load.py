@@ -151,6 +151,18 @@ def test_rejected_lines_are_reported_in_file_order(service, ndjson, cpus):
     assert "invalid JSON" in rejected[0].reason and "not served" in rejected[1].reason
 
 
+@pytest.mark.parametrize("name", ["extract.ndjson", "extract.JSONL"])
+def test_an_ndjson_file_whose_first_line_is_cut_loses_that_line_only(service, ndjson, cpus, name):
+    """The generator's dirty records cut a line, sometimes the first one: by its name the file is still NDJSON,
+    not one JSON document that is invalid as a whole."""
+    lines = ndjson.read_bytes().splitlines()
+    cut = ndjson.with_name(name)
+    cut.write_bytes(b"\n".join([lines[0][:70], *lines[1:]]) + b"\n")
+    rejected: list[Rejected] = []
+    assert bulk.upsert(service.engine, read_items(cut), batch_size=7, on_rejected=rejected.append) == {"created": 50}
+    assert [(r.where.rsplit(":", 1)[1], r.reason[:12]) for r in rejected] == [("1", "invalid JSON")]
+
+
 def test_a_failed_first_load_leaves_the_store_empty_and_indexed(service, ndjson, cpus, schema_indexes):
     lines = ndjson.read_bytes().splitlines()
     lines.insert(30, b"not json")

@@ -58,9 +58,16 @@ def read_resources(path: Path) -> Iterator[dict | Rejected]:
         yield item.parse() if isinstance(item, Line) else item
 
 
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+
+
 def is_ndjson(path: Path) -> bool:
-    """NDJSON when the first line is a complete JSON value and more lines follow, or when that line is
-    a whole resource other than a Bundle (a one-record extract); otherwise one JSON document."""
+    """NDJSON when the file is named so (``NDJSON_SUFFIXES``: its first line may be the one a producer cut or
+    mangled, and that line alone is then rejected), or when the first line is a complete JSON value and more lines
+    follow, or that line is a whole resource other than a Bundle (a one-record extract); otherwise one JSON
+    document."""
+    if path.suffix.lower() in NDJSON_SUFFIXES:
+        return True
     try:
         with path.open("rb") as f:
             first = f.readline()

@@ -150,3 +150,17 @@ def test_problems_of_a_set_name_their_file_and_xml_is_imported_alone(engine, exp
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFileError, match=r"no manifest\.json"):
         collect([tmp_path / "empty"])
+
+
+def test_a_file_whose_first_line_is_cut_loses_that_line_only(engine, export84, tmp_path):
+    """A producer's cut line, even the first, is one rejected record: the file is NDJSON by its name, and the
+    reason is the cut (not the newline that followed it)."""
+    d = tmp_path / "cut"
+    shutil.copytree(export84, d)
+    roles = _lines(d)["PractitionerRole"]
+    (d / "PractitionerRole.ndjson").write_bytes(b"\n".join([roles[0][:90], *roles[1:]]) + b"\n")
+    r = run_import(engine, RegionalFeed("84"), collect([d]))
+    errors = [(p.line, p.field, p.reason.split(":")[:2]) for p in r.problems if p.severity == "error"]
+    assert errors == [(1, "PractitionerRole.ndjson: (line)", ["invalid JSON", " unexpected end of data"])]
+    assert r.counts["rejected"] == 1
+    assert r.counts["records"] == sum(len(lines) for lines in _lines(export84).values())

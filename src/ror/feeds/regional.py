@@ -83,7 +83,8 @@ class RegionalFeed(Feed):
         if is_ndjson(path):
             with path.open("rb") as f:
                 for n, line in enumerate(f, 1):
-                    if line.strip():
+                    line = line.strip()  # a line cut short would end in its newline: "unexpected control character"
+                    if line:
                         try:
                             yield n, orjson.loads(line)
                         except orjson.JSONDecodeError as e:

@@ -48,13 +48,13 @@ from ror.feeds.model import (
     concept,
     finess_problem,
     key,
-    luhn_ok,
     nos_code,
     ref,
     separator_error,
     siret_problem,
 )
 from ror.geo import load_communes
+from ror.profiles.identifiers import check_adeli, check_rpps
 
 G15, R95, R23, R04, R38, R11, R81, R02, R227 = (
     "TRE_G15-ProfessionSante", "TRE_R95-UsagerTitre", "TRE_R23-ModeExercice", "TRE_R04-TypeSavoirFaire",
@@ -332,19 +332,15 @@ class RppsFeed(Feed):
 
 
 def _pp_problem(kind: str, ident: str, idnat: str) -> str | None:
+    """Why the professional's identifier rejects the record, or None: the profile validator's own rules (a Corsican
+    ADELI number whose key is not verified is kept, and the validator warns about it)."""
     if idnat != kind + ident:
         return f"'{idnat}' is not the identifier type '{kind}' followed by the identifier '{ident}'"
-    if kind == "8":
-        if not (len(ident) == 11 and ident.isdigit()):
-            return f"RPPS number '{ident}' is not 11 digits"
-        if not luhn_ok(ident):
-            return f"RPPS number '{ident}' has an invalid check key"
-    elif kind == "0":
-        if not re.match(r"^[0-9][0-9AB][0-9]{7}$", ident):
-            return f"ADELI number '{ident}' is not 9 characters"
-    else:
+    check = {"8": check_rpps, "0": check_adeli}.get(kind)
+    if check is None:
         return f"identifier type '{kind}' is neither 8 (RPPS) nor 0 (ADELI)"
-    return None
+    found = check(ident)
+    return found[1] if found and found[0] == "error" else None
 
 
 def _profession(code: str) -> dict | None:

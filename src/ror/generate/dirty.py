@@ -17,7 +17,8 @@ What a reader must do with each (``EXPECT``, per output; the manifest's ``expect
 it cannot read, whose own identifier is wrong, or (since every imported record is validated against the ROR
 profiles, whose NOS bindings are required) that holds an unknown code is rejected; a bad SIRET is left out
 with a warning and mangled text is kept (flag). A Corsican FINESS number (2A/2B) with a wrong key is only
-flagged: its key rule is not official, the feeds and the validator do not reject it (``expect``).
+flagged: its key rule is not official, the feeds and the validator do not reject it (``expect``); so is a
+Corsican ADELI number (an ADELI number's key is Luhn too: ``ror.profiles.identifiers``).
 
 A FHIR resource that references a rejected one (transitively) is listed in the manifest's
 ``dirty.dependents``: a reader rejects it too unless it resolves the reference through a national key a
@@ -33,19 +34,23 @@ import random
 
 import orjson
 
+from ror.generate.fhir import IDNATPS
 from ror.generate.keys import corrupt_key
 
 _REJECT_FLAG = {"truncated": "reject", "bad_key": "reject", "bad_siret": "flag", "unknown_code": "reject",
                 "mojibake": "flag"}
 EXPECT = {"finess": _REJECT_FLAG, "rpps": _REJECT_FLAG, "fhir": _REJECT_FLAG}
+_CORSICA = ("2A", "2B")
 
 
 def expect(output: str, kind: str, number: str = "") -> str:
     """What a reader must do with a dirty record of ``output`` (finess, rpps, fhir): reject or flag.
-    ``number``: the FINESS number a ``bad_key`` corrupted (Corsican numbers are only flagged)."""
-    if kind == "bad_key" and number[:2] in ("2A", "2B"):
+    ``number``: what a ``bad_key`` corrupted, a FINESS number or an idNat_PS (``0`` + ADELI, ``8`` + RPPS). Corsican
+    FINESS and ADELI numbers are only flagged: their key rule is not official."""
+    if kind == "bad_key" and (number[:2] in _CORSICA or (number[:1] == "0" and number[1:3] in _CORSICA)):
         return "flag"
     return EXPECT[output][kind]
+
 # Kinds that apply to each kind of record.
 KINDS = {
     "structureet": ("truncated", "bad_key", "bad_siret", "unknown_code", "mojibake"),
@@ -113,7 +118,7 @@ def fhir(kind: str, resource: dict, rng: random.Random, nos_url) -> bytes:
         data = orjson.dumps(resource)
         return data[: rng.randrange(len(data) // 3, len(data) - 1)]
     if kind == "bad_key":
-        key_system = "https://finess.esante.gouv.fr" if rtype == "Organization" else "urn:oid:1.2.250.1.71.4.2.1"
+        key_system = "https://finess.esante.gouv.fr" if rtype == "Organization" else IDNATPS
         ids = []
         found = False
         for ident in resource["identifier"]:

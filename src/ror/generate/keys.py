@@ -77,9 +77,10 @@ def rpps(body: int) -> str:
 
 
 def adeli(department: str, profession: str, order: int) -> str:
-    """ADELI number: department (2), profession code (2), order (4) and a Luhn key (9 characters)."""
+    """ADELI number: department (2), profession code (2), order (4) and a Luhn key (9 characters), computed as a
+    FINESS number's for Corsica (2A/2B read as 20)."""
     payload = f"{department[:2]}{profession[-2:]}{order:04d}"
-    return payload + luhn_key(payload)
+    return payload + luhn_key(_finess_digits(payload))
 
 
 def cabinet(number: str, rang: int) -> str:

@@ -22,7 +22,7 @@ from ror.generate import catalog as cat
 from ror.generate import dirty, keys
 from ror.generate.catalog import Group, Service, SiteKind, Unit
 from ror.generate.csd import Csd
-from ror.generate.fhir import Fhir
+from ror.generate.fhir import IDNATPS, Fhir
 from ror.generate.flat import Finess, Rpps, upper
 from ror.generate.model import Capacity, Contact, Internal, Legal, Offer, Person, Place, Role, Site
 from ror.generate.names import ASSOCIATION_NAMES, CLINIC_NAMES, FEMALE, HOME_NAMES, MALE, SURNAMES
@@ -114,7 +114,7 @@ class Sink:
                 line = None
             else:
                 number = next((i["value"] for i in resource.get("identifier", ())
-                               if i.get("system") == "https://finess.esante.gouv.fr"), "")
+                               if i.get("system") in ("https://finess.esante.gouv.fr", IDNATPS)), "")
                 expect = dirty.expect("fhir", kind, number)
                 if expect == "reject":
                     self.rejected.add(name.encode())

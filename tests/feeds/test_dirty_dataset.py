@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from sqlalchemy import select
 
 from ror.feeds.fileset import collect
 from ror.feeds.finess import FinessFeed
@@ -16,6 +17,7 @@ from ror.feeds.reports import run_problems
 from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
 from ror.generate.runner import generate
+from ror.store.schema import resource
 
 REGIONS = ["84", "53"]
 
@@ -60,3 +62,18 @@ def test_the_feeds_reject_exactly_what_the_manifest_lists(engine, dataset):
         must = _expected(manifest, f"fhir/{region}/")
         assert must and must <= got, region
         assert got - must <= _expected(manifest, f"fhir/{region}/", "dependents"), region
+
+
+def test_double_encoded_text_is_stored_as_it_was_meant_and_reported(engine, dataset):
+    out, manifest = dataset
+    messages: list[str] = []
+    for feed, path in ((FinessFeed(), next((out / "finess").iterdir())), (RppsFeed(), next((out / "rpps").iterdir())),
+                       *((RegionalFeed(r), collect([out / "fhir" / r])) for r in REGIONS)):
+        messages.append(run_import(engine, feed, path, full=True).message)
+    mangled = {d["file"].split("/")[0] for d in manifest["dirty"]["records"] if d["kind"] == "mojibake"}
+    assert mangled >= {"rpps", "fhir"}
+    assert "double-encoded" in messages[1] and any("double-encoded" in m for m in messages[2:])
+    with engine.connect() as conn:
+        bodies = [b.decode() for (b,) in conn.execute(select(resource.c.body))]
+    assert len(bodies) > 1000
+    assert [b for b in bodies if re.search("Ã[©¨´§‰]", b)] == []

@@ -80,15 +80,55 @@ def clip(text: str) -> str:
 
 # --- text files --------------------------------------------------------------------------------------
 
+# UTF-8 text decoded as Windows-1252 and encoded again: each accented letter became "Ã" or "Â" followed by what
+# Windows-1252 makes of a UTF-8 continuation byte (0x80-0xBF): "MÃ©decin".
+_MOJIBAKE = re.compile("[ÂÃ][\u0080-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
+MOJIBAKE_UTF8 = (b"\xc3\x82", b"\xc3\x83")  # "Â", "Ã" in UTF-8: lines without either have nothing to repair
+
+
+def repair_mojibake(text: str) -> str | None:
+    """``text`` as it was before UTF-8 was read as Windows-1252 and encoded again, or None if it was not: it must
+    show the pattern, and the whole of it must go back (a line also holding a right "é" does not, and is kept)."""
+    if not _MOJIBAKE.search(text):
+        return None
+    try:
+        return text.encode("cp1252").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
+def repair_strings(value: object) -> tuple[object, bool]:
+    """``value`` (parsed JSON) with each of its strings ``repair_mojibake`` repairs replaced, and whether any was."""
+    if isinstance(value, str):
+        fixed = repair_mojibake(value)
+        return (value, False) if fixed is None else (fixed, True)
+    if isinstance(value, list):
+        pairs = [repair_strings(v) for v in value]
+        return [v for v, _ in pairs], any(changed for _, changed in pairs)
+    if isinstance(value, dict):
+        pairs = {k: repair_strings(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(changed for _, changed in pairs.values())
+    return value, False
+
+
+def repaired_note(lines: list[int]) -> str:
+    """The run message's account of the lines ``repair_mojibake`` repaired."""
+    shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+    return (f"{len(lines)} line(s) double-encoded (UTF-8 read as Windows-1252 and encoded again), read as they were "
+            f"meant: line(s) {shown}")
+
+
 class DecodedLines:
     """Lines of a text file decoded one by one: UTF-8 when valid, else Windows-1252 (Latin-1 for the
     five bytes cp1252 leaves undefined). Per line, so a file that mixes both still reads right and a
-    several-hundred-MB file never sits in memory. Counts what was used, for the run report."""
+    several-hundred-MB file never sits in memory. A UTF-8 line double-encoded is repaired (``repair_mojibake``).
+    Counts what was used, for the run report."""
 
     def __init__(self, path: Path):
         self.path = path
         self.utf8 = 0
         self.legacy = 0
+        self.repaired: list[int] = []  # line numbers
         self.unterminated = False  # the last line has no line end: the file may have been cut
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
@@ -104,6 +144,9 @@ class DecodedLines:
                 try:
                     text = raw.decode("utf-8")
                     self.utf8 += 1
+                    if any(m in raw for m in MOJIBAKE_UTF8) and (fixed := repair_mojibake(text)) is not None:
+                        text = fixed
+                        self.repaired.append(n)
                 except UnicodeDecodeError:
                     try:
                         text = raw.decode("cp1252")
@@ -114,8 +157,10 @@ class DecodedLines:
 
     def note(self) -> str:
         if self.legacy and self.utf8:
-            return f"encoding: mixed, {self.utf8} UTF-8 lines and {self.legacy} Windows-1252/Latin-1 lines"
-        return "encoding: Windows-1252/Latin-1" if self.legacy else "encoding: UTF-8"
+            note = f"encoding: mixed, {self.utf8} UTF-8 lines and {self.legacy} Windows-1252/Latin-1 lines"
+        else:
+            note = "encoding: Windows-1252/Latin-1" if self.legacy else "encoding: UTF-8"
+        return f"{note}; {repaired_note(self.repaired)}" if self.repaired else note
 
 
 def split_csv(line: str, sep: str) -> list[str]:

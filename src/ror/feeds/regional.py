@@ -22,7 +22,22 @@ import orjson
 from ror.errors import InputFileError
 from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATPS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
 from ror.feeds.fileset import FileSet
-from ror.feeds.model import Entity, Feed, Problem, Record, clip, concept, file_head, key, luhn_ok, nos_code, ref
+from ror.feeds.model import (
+    MOJIBAKE_UTF8,
+    Entity,
+    Feed,
+    Problem,
+    Record,
+    clip,
+    concept,
+    file_head,
+    key,
+    luhn_ok,
+    nos_code,
+    ref,
+    repair_strings,
+    repaired_note,
+)
 from ror.fhir.files import is_ndjson
 from ror.profiles.identifiers import check_id_nat_ps
 from ror.profiles.searchparams import RESOURCE_TYPES
@@ -81,14 +96,24 @@ class RegionalFeed(Feed):
     def _resources(self, path: Path) -> Iterator[tuple[int, object]]:
         """(line or entry number, parsed JSON) — NDJSON line by line, a Bundle entry by entry (ijson)."""
         if is_ndjson(path):
+            repaired: list[int] = []
             with path.open("rb") as f:
                 for n, line in enumerate(f, 1):
                     line = line.strip()  # a line cut short would end in its newline: "unexpected control character"
-                    if line:
-                        try:
-                            yield n, orjson.loads(line)
-                        except orjson.JSONDecodeError as e:
-                            yield n, Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace"))
+                    if not line:
+                        continue
+                    try:
+                        res = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        yield n, Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace"))
+                        continue
+                    if any(m in line for m in MOJIBAKE_UTF8):
+                        res, changed = repair_strings(res)
+                        if changed:
+                            repaired.append(n)
+                    yield n, res
+            if repaired:
+                self.notes.append(f"{path.name}: {repaired_note(repaired)}")
             return
         if "Bundle: 'line' is the entry number" not in self.notes:
             self.notes.append("Bundle: 'line' is the entry number")

@@ -143,7 +143,7 @@ class DecodedLines:
                 self.unterminated = not raw.endswith(b"\n")
                 try:
                     text = raw.decode("utf-8")
-                    self.utf8 += 1
+                    self.utf8 += not raw.isascii()  # an ASCII line is both: it would make a Latin-1 file "mixed"
                     if any(m in raw for m in MOJIBAKE_UTF8) and (fixed := repair_mojibake(text)) is not None:
                         text = fixed
                         self.repaired.append(n)

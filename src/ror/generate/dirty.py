@@ -51,6 +51,7 @@ def expect(output: str, kind: str, number: str = "") -> str:
         return "flag"
     return EXPECT[output][kind]
 
+
 # Kinds that apply to each kind of record.
 KINDS = {
     "structureet": ("truncated", "bad_key", "bad_siret", "unknown_code", "mojibake"),

@@ -17,7 +17,7 @@ from ror.cli.feeds import import_app
 from ror.errors import InputFileError
 from ror.feeds.fileset import FileSet, collect
 from ror.feeds.regional import RegionalFeed
-from ror.feeds.runs import run_import
+from ror.feeds.runs import Run, run_import
 from ror.feeds.schema import feed_change, feed_run
 from ror.generate.runner import generate
 from tests.feeds.conftest import all_stored, stored
@@ -92,11 +92,24 @@ def test_an_offer_missing_from_the_full_extract_is_closed_and_reported(engine, e
     assert r.counts["updated"] == 1 and stored(engine, "HealthcareService", rid)["active"] is True
 
 
-def test_references_across_files_resolve_whatever_the_file_order(engine, export84):
+@pytest.mark.parametrize("shape", ["files", "one file"])
+def test_references_across_files_resolve_whatever_the_file_order(engine, export84, tmp_path, monkeypatch, shape):
+    """Files are read referenced types first, whatever order they come in, so that no record waits in memory for
+    its references (``Run._deferred``); within one file, a record that names one further down waits and is written
+    once every batch is in."""
     files = tuple(sorted((export84 / f"{t}.ndjson" for t in TYPES), key=lambda p: p.name, reverse=True))
     assert files[0].name == "PractitionerRole.ndjson"  # the referencing resources come first
-    r = run_import(engine, RegionalFeed("84"), FileSet(files, "reversed"))
-    assert r.counts["created"] > 0
+    held: list[int] = []
+    deferred = Run._deferred
+    monkeypatch.setattr(Run, "_deferred", lambda run: (held.append(len(run.deferred)), deferred(run))[1])
+    if shape == "files":
+        src = FileSet(files, "reversed")
+    else:
+        src = tmp_path / "extract.ndjson"
+        src.write_bytes(b"".join(f.read_bytes() for f in files))
+    r = run_import(engine, RegionalFeed("84"), src, batch_size=20)
+    assert r.counts["created"] > 0 and r.counts["rejected"] == 0
+    assert (held == [0]) if shape == "files" else (held[0] > 20), held
     everything = all_stored(engine)
     ids = {f"{t}/{rid}" for t, rid in everything}
     refs = [res.get("providedBy", {}).get("reference") for (t, _), res in everything.items()

@@ -44,6 +44,8 @@ from ror.profiles.searchparams import RESOURCE_TYPES
 from ror.store.repository import REGION_SYSTEM
 
 IMPORTED = ("Organization", "Location", "HealthcareService", "Practitioner", "PractitionerRole")
+# Each type after the types it references (an offer: its organization and places; a role: its practitioner and offer).
+WRITE_ORDER = ("Organization", "Location", "Practitioner", "HealthcareService", "PractitionerRole")
 _ORG_ORDER = (FINESS, IDNATST, SIRENE, RPPS_RANG, ADELI_RANG, OI)
 _REF = re.compile(r"^(?:.*/)?(Organization|Location|HealthcareService|Practitioner|PractitionerRole)/([^/]+)$")
 # OIDs of the code systems and identifier authorities used in the CSD extracts.
@@ -137,15 +139,22 @@ class RegionalFeed(Feed):
 
     def _fhir(self, paths: list[Path]) -> Iterator[Record | Problem]:
         """One file, or the files of one extract: pass 1 maps the regional ids of ALL the files, so that a
-        reference resolves whatever the order of the files; problems of a set name their file."""
+        reference resolves whatever the order of the files; problems of a set name their file. Pass 2 reads the
+        files in ``WRITE_ORDER`` of their first resource's type: a record whose reference names a resource not
+        written yet is held back, in memory, until every batch is in, and validated again (``Run._deferred``). In
+        the files' alphabetical order every offer waited for the Organization file: 1.1 GB of memory for a region of
+        49,000 records."""
         strongest: dict[tuple[str, str], str] = {}
+        first_type: dict[Path, str] = {}
         for path in paths:  # pass 1: identities
             for _, res in self._resources(path):
                 if isinstance(res, dict) and res.get("resourceType") in IMPORTED and isinstance(res.get("id"), str):
                     strongest[(res["resourceType"], res["id"])] = self._keys(res)[0]
+                    first_type.setdefault(path, res["resourceType"])
         if len(paths) > 1:
             self.notes.append(f"{len(paths)} files read as one extract; problems name their file (file: field)")
-        for path in paths:  # pass 2: resources
+        rank = {rtype: i for i, rtype in enumerate(WRITE_ORDER)}
+        for path in sorted(paths, key=lambda p: rank.get(first_type.get(p), len(rank))):  # pass 2: resources
             for item in self._fhir_file(path, strongest):
                 if len(paths) > 1:
                     for p in (item.warnings if isinstance(item, Record) else [item]):

@@ -64,3 +64,23 @@ def test_capacity_harness_repeats_its_patch_runs():
     assert len(result["runs_patches_per_s"]) == len(result["runs_server_cpu_ms_per_patch"]) == 2
     assert result["patches_per_s"] in result["runs_patches_per_s"] and result["errors"] == 0
     assert result["batch_patches_per_s"] > 0 and result["visible_at_next_request"] == "50/50"
+
+
+def test_pipeline_harness_imports_the_feeds_twice_and_the_reload_changes_nothing(tmp_path):
+    """benchmarks/pipeline.py: FINESS, RPPS and a region into an empty store, then again; it fails if the reload
+    changed anything."""
+    data = tmp_path / "data"
+    p = subprocess.run([str(Path(sys.executable).parent / "ror"), "generate", "--scale", "800", "--seed", "2",
+                        "--regions", "84", "--dirty", "0", str(data)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = tmp_path / "pipeline.md"
+    p = subprocess.run([sys.executable, "benchmarks/pipeline.py", str(data), "--database",
+                        f"sqlite:///{tmp_path / 'store.db'}", "--output", str(report)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in report.read_text().splitlines()}
+    assert set(rows) >= {("FINESS", "first"), ("RPPS", "first"), ("region 84", "first"), ("**all**", "reload")}
+    created_column = 8  # | step | pass | records | records/s | wall | CPU | RSS | created | …
+    assert rows[("region 84", "first")].split("|")[created_column].strip() != "0"
+    assert rows[("**all**", "reload")].split("|")[created_column].strip() == "0"

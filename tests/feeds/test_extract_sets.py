@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections import Counter
 
 import orjson
 import pytest
@@ -177,3 +178,33 @@ def test_a_file_whose_first_line_is_cut_loses_that_line_only(engine, export84, t
     assert errors == [(1, "PractitionerRole.ndjson: (line)", ["invalid JSON", " unexpected end of data"])]
     assert r.counts["rejected"] == 1
     assert r.counts["records"] == sum(len(lines) for lines in _lines(export84).values())
+
+
+def test_a_professional_two_regions_describe_keeps_the_first_and_a_reload_changes_nothing(engine, export84,
+                                                                                          tmp_path):
+    """The same professional (one idNat_PS) in two regions' extracts, with different contacts: the first region to
+    describe an element keeps it (the profiles allow one source region), the other's import does not overwrite it,
+    and importing both again writes nothing; when the first region changes it, the change is taken."""
+    first = next(r for r in map(orjson.loads, _lines(export84)["Practitioner"]) if r.get("telecom"))
+
+    def reached_at(value: str) -> list[dict]:
+        return [{**first["telecom"][0], "value": value}]
+
+    second = {**first, "id": "pra-53-000001", "telecom": reached_at("second@example.org"),
+              "meta": {**first["meta"], "tag": [{**first["meta"]["tag"][0], "code": "53"}]}}
+    extracts = {"84": tmp_path / "84.ndjson", "53": tmp_path / "53.ndjson"}
+    extracts["84"].write_bytes(orjson.dumps(first) + b"\n")
+    extracts["53"].write_bytes(orjson.dumps(second) + b"\n")
+
+    def imported(region: str) -> Counter:
+        return run_import(engine, RegionalFeed(region), extracts[region], full=False).counts
+
+    assert imported("84")["created"] == 1 and imported("53")["unchanged"] == 1
+    (rid,) = {rid for t, rid in all_stored(engine) if t == "Practitioner"}
+    stored_one = stored(engine, "Practitioner", rid)
+    assert [t["code"] for t in stored_one["meta"]["tag"]] == ["84"] and stored_one["telecom"] == first["telecom"]
+    assert imported("84")["unchanged"] == 1 and imported("53")["unchanged"] == 1
+    changed = {**first, "telecom": reached_at("changed@example.org")}
+    extracts["84"].write_bytes(orjson.dumps(changed) + b"\n")
+    assert imported("84")["updated"] == 1 and imported("53")["unchanged"] == 1
+    assert stored(engine, "Practitioner", rid)["telecom"] == changed["telecom"]

@@ -12,6 +12,13 @@ the same source said last time (kept in ``feed_contribution``):
 - an element the source said last time and no longer says is removed, unless someone changed it since;
 - the creation date (``ror-meta-creation-date``) is written once, when the resource is created.
 
+Several regions may describe one resource (a professional practising in several regions, a structure known to two
+regions): an element another region wrote and still holds is not taken from it (``merge``'s ``others``), so the
+first region to describe an element keeps it until it changes or drops it. That includes the region tag, which the
+profiles allow once (``regionSource`` 0..1): the resource's source region is the first region that described it.
+Without that rule each region's import overwrote the others', and every monthly reload of unchanged extracts wrote a
+new version of each such resource (759 of the 396,634 records at 270,000 resources, benchmarks/pipeline.py).
+
 Ownership: the registries own identification (FINESS for establishments, RPPS for professionals and
 for the city practices it identifies); the regions own the operational description.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -114,14 +121,21 @@ def digest(value) -> str:
 
 
 def merge(rtype: str, rid: str, current: dict | None, base: dict[str, str] | None, incoming: dict,
-          owns: Callable[[str], bool]) -> tuple[dict, dict[str, str]]:
-    """(merged resource, new base for this source). See the module docstring for the rules."""
+          owns: Callable[[str], bool], others: Sequence[dict[str, str]] = ()) -> tuple[dict, dict[str, str]]:
+    """(merged resource, new base for this source). See the module docstring for the rules. ``others``: the bases
+    of the other sources of the same kind that describe the resource (the other regions)."""
     theirs = facets(incoming)
     ours = facets(current) if current else {}
     base = base or {}
     result = dict(ours)
+
+    def held_by_another(f: str) -> bool:
+        held = digest(ours[f])
+        return base.get(f) != held and any(o.get(f) == held for o in others)
+
     for f, v in theirs.items():
-        if f not in ours or (f not in SET_ONCE and (owns(f) or base.get(f) == digest(ours[f]))):
+        if f not in ours or (f not in SET_ONCE and (
+                (owns(f) and not (others and held_by_another(f))) or base.get(f) == digest(ours[f]))):
             result[f] = v
     for f, h in base.items():
         if f not in theirs and f in ours and f not in SET_ONCE and digest(ours[f]) == h:
@@ -138,27 +152,27 @@ def _org_registry(f: str) -> bool:
     return head == "extension" and rest in _ORG_REGISTRY_EXT
 
 
+def _is_region_tag(f: str) -> bool:
+    return f == "meta.tag|" + REGION_SYSTEM
+
+
 def owner(kind: str, rtype: str, scope: str) -> Callable[[str], bool]:
-    """Which elements of a ``rtype`` resource in ``scope`` a source of ``kind`` owns."""
-    never = {"meta.tag|" + REGION_SYSTEM}  # set by the regions
-
-    def region_tag(f: str) -> bool:
-        return f == "meta.tag|" + REGION_SYSTEM
-
+    """Which elements of a ``rtype`` resource in ``scope`` a source of ``kind`` owns. The region tags belong to the
+    regions: a registry's is set where the resource has none."""
+    region_tag = _is_region_tag
     if kind == "region":
         if rtype == "Organization":
-            return lambda f: region_tag(f) or (not _org_registry(f) and f not in never)
+            return lambda f: region_tag(f) or not _org_registry(f)
         if rtype == "Practitioner":
-            return lambda f: region_tag(f) or (f not in _PRACTITIONER_REGISTRY and not f.startswith("identifier|")
-                                               and f not in never)
-        return lambda f: region_tag(f) or f not in never
+            return lambda f: region_tag(f) or (f not in _PRACTITIONER_REGISTRY and not f.startswith("identifier|"))
+        return lambda f: True
     if kind == "finess" and rtype == "Organization":
-        return lambda f: _org_registry(f) and f not in never
+        return lambda f: _org_registry(f) and not region_tag(f)
     if kind == "rpps":
         if rtype == "Practitioner":
-            return lambda f: (f in _PRACTITIONER_REGISTRY or f.startswith("identifier|")) and f not in never
+            return lambda f: (f in _PRACTITIONER_REGISTRY or f.startswith("identifier|")) and not region_tag(f)
         if rtype == "Organization" and scope == "site":  # a city practice: RPPS is its registry
-            return lambda f: _org_registry(f) and f not in never
+            return lambda f: _org_registry(f) and not region_tag(f)
         if rtype == "PractitionerRole":  # who, where, which profession; the rest is the professional's
             return lambda f: f in ("practitioner", "organization", "healthcareService", "code", "active")
         if rtype == "HealthcareService":

@@ -200,18 +200,28 @@ class Run:
                     bodies[(rtype, rid)] = (repository.Current(pk, version, h, lu), orjson.loads(body))
         return bodies
 
-    def _bases(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    def _bases(self, conn: Connection, keys: list[tuple[str, str]]
+               ) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], list[dict]]]:
+        """What this source said last time of each resource, and, for a region, what the other regions that
+        describe it said (``precedence.merge``'s ``others``)."""
         out: dict[tuple[str, str], dict] = {}
+        others: dict[tuple[str, str], list[dict]] = {}
         c = feed_contribution.c
+        sources = c.source == self.feed.source
+        if self.feed.kind == "region":
+            sources = sources | (c.source.like("region:%") & c.closed_run.is_(None))
         by_type: dict[str, list[str]] = {}
         for rtype, rid in keys:
             by_type.setdefault(rtype, []).append(rid)
         for rtype, rids in by_type.items():
             for i in range(0, len(rids), _CHUNK):
-                for rid, facets in conn.execute(select(c.rid, c.facets).where(
-                        c.source == self.feed.source, c.rtype == rtype, c.rid.in_(rids[i:i + _CHUNK]))):
-                    out[(rtype, rid)] = orjson.loads(facets)
-        return out
+                for source, rid, facets in conn.execute(select(c.source, c.rid, c.facets).where(
+                        sources, c.rtype == rtype, c.rid.in_(rids[i:i + _CHUNK]))):
+                    if source == self.feed.source:
+                        out[(rtype, rid)] = orjson.loads(facets)
+                    else:
+                        others.setdefault((rtype, rid), []).append(orjson.loads(facets))
+        return out, others
 
     def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]], lines: dict[int, int],
                          problems: list[Problem], done: Counter, final: bool = False) -> list[repository.Written]:
@@ -220,14 +230,14 @@ class Run:
         write the others. ``final``: the last pass over records held back for a reference (see ``_deferred``)."""
         keys = list(dict.fromkeys((e.rtype, rid) for rid, e in assigned))
         current = self._current(conn, keys)
-        bases = self._bases(conn, keys)
+        bases, others = self._bases(conn, keys)
         merged: dict[tuple[str, str], dict] = {}
         contrib: dict[tuple[str, str], tuple[str, dict]] = {}
         for rid, e in assigned:
             k = (e.rtype, rid)
             cur = merged.get(k) or (current[k][1] if k in current else None)
             owns = precedence.owner(self.feed.kind, e.rtype, e.scope)
-            res, base = precedence.merge(e.rtype, rid, cur, bases.get(k), e.resource, owns)
+            res, base = precedence.merge(e.rtype, rid, cur, bases.get(k), e.resource, owns, others.get(k, []))
             merged[k] = res
             contrib[k] = (e.scope, base)
         if self.checks is not None:
@@ -311,7 +321,7 @@ class Run:
 
     def _close(self, conn: Connection, keys: list[tuple[str, str]], scope: str) -> tuple[list[Problem], Counter]:
         current = self._current(conn, keys)
-        bases = self._bases(conn, keys)
+        bases, _ = self._bases(conn, keys)
         problems: list[Problem] = []
         items, contrib = [], {}
         for k in keys:

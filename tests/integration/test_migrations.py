@@ -106,3 +106,15 @@ def test_0016_reads_geographic_rows_by_pk_from_one_index_of_a_loaded_store(servi
     assert after == before - {"ix_idx_geo_pk_point"}
     assert _pk_index(service.engine, "idx_geo") == ["pk", "until_tx", "param", "lat", "lon"]
     assert b'"total":2' in service.search("HealthcareService", pairs, "http://t").body
+
+
+def test_0017_finds_the_contributions_of_a_resource_whatever_the_source(service):
+    def indexes() -> set[str]:
+        with service.engine.connect() as conn:
+            return {ix["name"] for ix in inspect(conn).get_indexes("feed_contribution")}
+
+    assert "ix_feed_contribution_resource" in indexes()  # a new store has it (0003 creates the table as defined)
+    _alembic(service.engine, command.downgrade, "0016")
+    assert "ix_feed_contribution_resource" not in indexes()
+    _alembic(service.engine, command.upgrade, "head")
+    assert "ix_feed_contribution_resource" in indexes()

@@ -95,6 +95,8 @@ feed_contribution = Table(
     Column("closed_run", BigInteger),
     PrimaryKeyConstraint("source", "rtype", "rid", name="pk_feed_contribution"),
     Index("ix_feed_contribution_scope", "source", "scope", "seen_run"),
+    # What every source said of a resource: a region's merge reads the other regions' (ror.feeds.precedence)
+    Index("ix_feed_contribution_resource", "rtype", "rid"),
 )
 
 TABLES = [feed_run, feed_problem, feed_change, feed_identity, feed_contribution]

@@ -129,13 +129,21 @@ def merge(rtype: str, rid: str, current: dict | None, base: dict[str, str] | Non
     base = base or {}
     result = dict(ours)
 
-    def held_by_another(f: str) -> bool:
+    def takes(f: str) -> bool:
+        """Whether this source's value of ``f`` replaces the stored one: rules 1 and 2, another region's kept."""
+        if f not in ours:
+            return True
+        if f in SET_ONCE:
+            return False
+        if owns(f) and not others:
+            return True
         held = digest(ours[f])
-        return base.get(f) != held and any(o.get(f) == held for o in others)
+        if base.get(f) == held:  # still what this source wrote last time
+            return True
+        return owns(f) and not any(o.get(f) == held for o in others)
 
     for f, v in theirs.items():
-        if f not in ours or (f not in SET_ONCE and (
-                (owns(f) and not (others and held_by_another(f))) or base.get(f) == digest(ours[f]))):
+        if takes(f):
             result[f] = v
     for f, h in base.items():
         if f not in theirs and f in ours and f not in SET_ONCE and digest(ours[f]) == h:
@@ -152,27 +160,26 @@ def _org_registry(f: str) -> bool:
     return head == "extension" and rest in _ORG_REGISTRY_EXT
 
 
-def _is_region_tag(f: str) -> bool:
+def _region_tag(f: str) -> bool:
     return f == "meta.tag|" + REGION_SYSTEM
 
 
 def owner(kind: str, rtype: str, scope: str) -> Callable[[str], bool]:
     """Which elements of a ``rtype`` resource in ``scope`` a source of ``kind`` owns. The region tags belong to the
     regions: a registry's is set where the resource has none."""
-    region_tag = _is_region_tag
     if kind == "region":
         if rtype == "Organization":
-            return lambda f: region_tag(f) or not _org_registry(f)
+            return lambda f: _region_tag(f) or not _org_registry(f)
         if rtype == "Practitioner":
-            return lambda f: region_tag(f) or (f not in _PRACTITIONER_REGISTRY and not f.startswith("identifier|"))
+            return lambda f: _region_tag(f) or (f not in _PRACTITIONER_REGISTRY and not f.startswith("identifier|"))
         return lambda f: True
     if kind == "finess" and rtype == "Organization":
-        return lambda f: _org_registry(f) and not region_tag(f)
+        return lambda f: _org_registry(f) and not _region_tag(f)
     if kind == "rpps":
         if rtype == "Practitioner":
-            return lambda f: (f in _PRACTITIONER_REGISTRY or f.startswith("identifier|")) and not region_tag(f)
+            return lambda f: (f in _PRACTITIONER_REGISTRY or f.startswith("identifier|")) and not _region_tag(f)
         if rtype == "Organization" and scope == "site":  # a city practice: RPPS is its registry
-            return lambda f: _org_registry(f) and not region_tag(f)
+            return lambda f: _org_registry(f) and not _region_tag(f)
         if rtype == "PractitionerRole":  # who, where, which profession; the rest is the professional's
             return lambda f: f in ("practitioner", "organization", "healthcareService", "code", "active")
         if rtype == "HealthcareService":

@@ -14,6 +14,7 @@ from ror.feeds.reports import run_changes, run_problems
 from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_run
+from ror.feeds.validation import FeedValidation
 from ror.store import bulk
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
@@ -77,6 +78,32 @@ def test_pre_fill_never_overwrites_what_the_professional_entered(engine, tmp_pat
     untouched = stored(engine, "HealthcareService", "of-341129997700065.28")  # nobody edited it: follows RPPS
     assert untouched["name"] == "Opticien-Lunetier – BUGEY OPTIQUE"
     assert report.counts["closed"] == 0
+
+
+def test_an_edit_made_while_a_batch_is_checked_is_merged_not_overwritten(engine, tmp_path, monkeypatch):
+    """A batch is merged in one write transaction and written in a second, its profile checks between them, out of
+    the write lock (``runs._Staged``). A resource an API write changed meanwhile is merged again from its new
+    version: the outcome is that of the edit coming before the import."""
+    run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    site = stored(engine, "Organization", "st-349940088500020")
+    site["telecom"] = [_phone("0381000000")]  # entered by the professional; RPPS owns the site's name, not this
+    edits = [site]
+    check_ahead = FeedValidation.check_ahead
+
+    def edit_meanwhile(self, *args):
+        if edits:
+            bulk.upsert(engine, [edits.pop()])
+        return check_ahead(self, *args)
+
+    monkeypatch.setattr(FeedValidation, "check_ahead", edit_meanwhile)
+    newer = tmp_path / "PS_LibreAcces_Personne_activite_202201010000.txt"
+    newer.write_text(RPPS_SAMPLE.read_text(encoding="utf-8").replace("DOUBS OPTIC", "DOUBS OPTIQUE"), encoding="utf-8")
+    report = run_import(engine, RppsFeed(), newer)
+    assert not edits and report.counts["rejected"] == 0
+    after = stored(engine, "Organization", "st-349940088500020")
+    assert after["name"] == "DOUBS OPTIQUE"
+    assert after["telecom"] == site["telecom"]
+    assert after["meta"]["versionId"] == "3"  # the edit's version, then the import's
 
 
 def test_region_csd_sample(engine):
@@ -149,16 +176,20 @@ def _nos(table: str, code: str) -> dict:
     return {"coding": [{"system": f"{_NOS}/{table}/FHIR/{table.replace('_', '-')}", "code": code}]}
 
 
+def _phone(number: str) -> dict:
+    return {"extension": [{"url": _SD + "ror-telecom-communication-channel",
+                           "valueCodeableConcept": _nos("TRE_R200-CanalCommunication", "2")},
+                          {"url": _SD + "ror-telecom-confidentiality-level",
+                           "valueCodeableConcept": _nos("TRE_R283-NiveauConfidentialite", "1")}],
+            "system": "phone", "value": number}
+
+
 def _regional_extract(tmp_path):
     """A region's extract of valid ROR resources (the test is about consolidation, not validation): the
     region's description of a FINESS establishment, the EJ it references (a region's extract holds what
     its resources reference: FINESS's EG file has no EJ), an internal organisation and its offer; and a
     resource type the ROR does not serve."""
-    phone = {"extension": [{"url": _SD + "ror-telecom-communication-channel",
-                            "valueCodeableConcept": _nos("TRE_R200-CanalCommunication", "2")},
-                           {"url": _SD + "ror-telecom-confidentiality-level",
-                            "valueCodeableConcept": _nos("TRE_R283-NiveauConfidentialite", "1")}],
-             "system": "phone", "value": "0474000000"}
+    phone = _phone("0474000000")
     lines = [
         {"resourceType": "Organization", "id": "org-1", "name": "CH Fleyriat (nom régional)",
          "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "010000024"}],

@@ -1,12 +1,14 @@
 """Import runs: a feed's records become national resources, in batches, with a recorded report.
 
-Each batch is one transaction holding the resources (through ``repository.write_batch``, which skips
-unchanged content), the identity keys, the source contributions, the change rows, the problems and
-the run counters: a run killed at any point leaves whole batches, and re-running converges, because
-ids derive from identity keys and merged content is deterministic. A dry run does the same work and
-rolls every batch back. Disappearance is handled only after a complete, unlimited, full-extract run:
-resources the source said before and no longer says are closed (when the source owns their status)
-or reported, never deleted, and a mass disappearance beyond ``max_closure_ratio`` is only reported.
+Each batch writes in one transaction the resources (through ``repository.write_batch``, which skips
+unchanged content), the source contributions, the change rows, the problems and the run counters; its
+identity keys are committed in the transaction before, which merges it, with the profile checks between
+the two, out of the write lock (``_Staged``). A run killed at any point leaves whole batches, and
+re-running converges, because ids derive from identity keys and merged content is deterministic. A dry
+run does the same work and rolls every batch back. Disappearance is handled only after a complete,
+unlimited, full-extract run: resources the source said before and no longer says are closed (when the
+source owns their status) or reported, never deleted, and a mass disappearance beyond
+``max_closure_ratio`` is only reported.
 """
 
 from __future__ import annotations
@@ -78,6 +80,44 @@ def _resolve_refs(raw: bytes, resolver: Resolver) -> dict:
     return orjson.loads(_PLACEHOLDER.sub(sub, raw))
 
 
+@dataclass
+class _Merged:
+    """A batch's entities merged (``Run._merge``), and the stored versions the merge started from."""
+    keys: list[tuple[str, str]]
+    current: dict[tuple[str, str], tuple[repository.Current, dict]]
+    bases: dict[tuple[str, str], dict]
+    merged: dict[tuple[str, str], dict]
+    contrib: dict[tuple[str, str], tuple[str, dict]]
+    entities: dict[tuple[str, str], tuple[str, Entity]]
+    line_of: dict[tuple[str, str], int]
+
+    def stored_hashes(self) -> dict[tuple[str, str], bytes]:
+        return {k: v[0].content_hash for k, v in self.current.items()}
+
+    def update(self, again: _Merged) -> None:
+        """Some of the resources merged again (``again``), from newer stored versions."""
+        for k in again.keys:
+            self.current.pop(k, None)
+            self.bases.pop(k, None)
+        self.current.update(again.current)
+        self.bases.update(again.bases)
+        self.merged.update(again.merged)
+        self.contrib.update(again.contrib)
+
+
+@dataclass
+class _Staged:
+    """A batch between its two write transactions (``Run._write``): merged in the first, written in the second.
+    Between them the profile checks run, without the write lock that the API's writes wait for: an import held it for
+    each whole batch, and a capacity PATCH waited up to 2 s (docs/feeds.md, "Runs")."""
+    problems: list[Problem]
+    done: Counter
+    assigned: list[tuple[str, Entity]]
+    lines: dict[int, int]
+    merged: _Merged
+    checked: dict = field(default_factory=dict)
+
+
 class Run:
     def __init__(self, engine: Engine, feed: Feed, path: Path, *, dry_run: bool, limit: int | None,
                  batch_size: int, full: bool, max_closure_ratio: float,
@@ -144,13 +184,51 @@ class Run:
                     trans.rollback()
                 raise
         self.counts.update(done)
-        if self.on_batch:
+        if self.on_batch and done:  # not the first transaction of a batch (``_stage``): nothing written yet
             self.on_batch(done)
         return done
 
-    def _write(self, conn: Connection, records: list[Record], loose: list[Problem]
+    def _write(self, records: list[Record], loose: list[Problem]) -> None:
+        """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
+        transactions, the profile checks between them, out of the write lock (``_Staged``)."""
+        staged: list[_Staged] = []
+        self._transaction(lambda conn: self._stage(conn, records, loose, staged))
+        batch = staged[0]
+        if self.checks is not None:
+            with self.engine.connect() as conn:  # the checks read NOS tables only (their workers: their own)
+                batch.checked = self.checks.check_ahead(conn, batch.merged.keys, batch.merged.merged,
+                                                        batch.merged.stored_hashes())
+        self._transaction(lambda conn: self._write_staged(conn, batch))
+
+    def _stage(self, conn: Connection, records: list[Record], loose: list[Problem], out: list[_Staged]
                ) -> tuple[list[Problem], Counter]:
-        """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections)."""
+        """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
+        second leaves keys that a re-run uses again) and the entities merged into the stored resources."""
+        problems, done, assigned, lines = self._assign(conn, records, loose)
+        out.append(_Staged(problems, done, assigned, lines, self._merge(conn, assigned, lines)))
+        return [], Counter()
+
+    def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
+        """The second transaction of a batch: the resources an API write (or another import) changed since the first
+        are merged again, and checked here; the others' checks are ``batch.checked``."""
+        m = batch.merged
+        before = {k: (cur.version, bytes(cur.content_hash)) for k, (cur, _) in m.current.items()}
+        now = {k: (cur.version, cur.content_hash) for k, cur in repository.fetch_current(conn, m.keys).items()}
+        stale = {k for k in m.keys if before.get(k) != now.get(k)}
+        if stale:
+            again = self._merge(conn, [(rid, e) for rid, e in batch.assigned if (e.rtype, rid) in stale], batch.lines)
+            m.update(again)
+            batch.checked = {k: v for k, v in batch.checked.items() if k not in stale}
+        problems, done = batch.problems, batch.done
+        written = self._judge_and_write(conn, m, problems, done, checked=batch.checked)
+        done.update(w.outcome for w in written)
+        done["warnings"] += sum(1 for p in problems if p.severity == "warning")
+        return problems, done
+
+    def _assign(self, conn: Connection, records: list[Record], loose: list[Problem]
+                ) -> tuple[list[Problem], Counter, list[tuple[str, Entity]], dict[int, int]]:
+        """The national id of each entity of ``records`` (identity keys), its references resolved: the problems so
+        far, the counts, the (id, entity) pairs and each entity's line."""
         problems = list(loose)
         rejected = sum(1 for p in loose if p.severity == "error")
         done: Counter = Counter(records=len(records) + rejected, rejected=rejected)
@@ -181,10 +259,7 @@ class Run:
         for (_, e, raw) in todo:
             if b'"@' in raw:
                 e.resource = _resolve_refs(raw, resolver)
-        written = self._merge_and_write(conn, assigned, lines, problems, done)
-        done.update(w.outcome for w in written)
-        done["warnings"] += sum(1 for p in problems if p.severity == "warning")
-        return problems, done
+        return problems, done, assigned, lines
 
     def _current(self, conn: Connection, keys: list[tuple[str, str]]):
         bodies: dict[tuple[str, str], tuple[repository.Current, dict]] = {}
@@ -223,11 +298,8 @@ class Run:
                         others.setdefault((rtype, rid), []).append(orjson.loads(facets))
         return out, others
 
-    def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]], lines: dict[int, int],
-                         problems: list[Problem], done: Counter, final: bool = False) -> list[repository.Written]:
-        """Merge each entity into the stored resource, validate the merged resources (rejected ones are not
-        written and keep their stored version; ``problems``/``done`` get the issues and the rejections) and
-        write the others. ``final``: the last pass over records held back for a reference (see ``_deferred``)."""
+    def _merge(self, conn: Connection, assigned: list[tuple[str, Entity]], lines: dict[int, int]) -> _Merged:
+        """Each entity merged into the stored resource (``precedence.merge``)."""
         keys = list(dict.fromkeys((e.rtype, rid) for rid, e in assigned))
         current = self._current(conn, keys)
         bases, others = self._bases(conn, keys)
@@ -240,24 +312,37 @@ class Run:
             res, base = precedence.merge(e.rtype, rid, cur, bases.get(k), e.resource, owns, others.get(k, []))
             merged[k] = res
             contrib[k] = (e.scope, base)
+        return _Merged(keys, current, bases, merged, contrib, {(e.rtype, rid): (rid, e) for rid, e in assigned},
+                       {(e.rtype, rid): lines.get(id(e), 0) for rid, e in assigned})
+
+    def _merge_and_write(self, conn: Connection, assigned: list[tuple[str, Entity]], lines: dict[int, int],
+                         problems: list[Problem], done: Counter, final: bool = False) -> list[repository.Written]:
+        """``_merge`` then ``_judge_and_write`` in one transaction. ``final``: the last pass over records held back
+        for a reference (see ``_deferred``)."""
+        return self._judge_and_write(conn, self._merge(conn, assigned, lines), problems, done, final)
+
+    def _judge_and_write(self, conn: Connection, m: _Merged, problems: list[Problem], done: Counter,
+                         final: bool = False, checked: dict | None = None) -> list[repository.Written]:
+        """Validate the merged resources (rejected ones are not written and keep their stored version;
+        ``problems``/``done`` get the issues and the rejections) and write the others. ``checked``: profile checks
+        already made (``FeedValidation.check_ahead``)."""
+        keys, contrib = m.keys, m.contrib
         if self.checks is not None:
-            line_of = {(e.rtype, rid): lines.get(id(e), 0) for rid, e in assigned}
-            entities = {(e.rtype, rid): (rid, e) for rid, e in assigned}
-            verdict = self.checks.judge(conn, keys, merged, entities, line_of, final,
-                                        {k: v[0].content_hash for k, v in current.items()})
+            verdict = self.checks.judge(conn, keys, m.merged, m.entities, m.line_of, final, m.stored_hashes(),
+                                        checked)
             problems.extend(verdict.problems)
             done["rejected"] += len(verdict.rejected)
-            self.deferred.extend((entities[k], line_of[k]) for k in verdict.deferred)
+            self.deferred.extend((m.entities[k], m.line_of[k]) for k in verdict.deferred)
             for k in verdict.deferred:
                 contrib.pop(k, None)
             for k in verdict.rejected:  # still said by the source: seen (not closed), what it said before kept
-                if k in bases:
-                    contrib[k] = (contrib[k][0], bases[k])
+                if k in m.bases:
+                    contrib[k] = (contrib[k][0], m.bases[k])
                 else:
                     contrib.pop(k, None)
             keys = [k for k in keys if k in contrib and k not in verdict.rejected]
-        items = [repository.prepare(merged[k]) for k in keys]
-        written = repository.write_batch(conn, items, {k: v[0] for k, v in current.items()})
+        items = [repository.prepare(m.merged[k]) for k in keys]
+        written = repository.write_batch(conn, items, {k: v[0] for k, v in m.current.items()})
         self._record(conn, contrib, written)
         return written
 
@@ -364,13 +449,13 @@ class Run:
                     n_records += 1
                     n_entities += len(item.entities)
                 if n_entities >= self.batch_size or len(loose) >= self.batch_size:
-                    self._transaction(lambda conn, r=records, j=loose: self._write(conn, r, j))
+                    self._write(records, loose)
                     records, loose, n_entities = [], [], 0
                 if self.limit and n_records >= self.limit:
                     limited = True
                     break
             if records or loose:
-                self._transaction(lambda conn, r=records, j=loose: self._write(conn, r, j))
+                self._write(records, loose)
             self._deferred()
             notes = list(self.feed.notes)
             if not self.feed.complete:

@@ -1,7 +1,8 @@
 """Validation of what a feed import stores: every merged resource against its ROR profile.
 
-``Run._merge_and_write`` (``ror.feeds.runs``) hands each batch of merged resources — the resource as it
-will be stored, after the precedence merge — to ``FeedValidation.judge`` before writing it:
+``Run._judge_and_write`` (``ror.feeds.runs``) hands each batch of merged resources — the resource as it
+will be stored, after the precedence merge — to ``FeedValidation.judge`` before writing it (their profile
+checks made ahead, out of the write transaction, by ``check_ahead``):
 
 - **errors** reject the resource: it is not written, the stored version (if any) stays untouched, and
   every error becomes a ``feed_problem`` row (line of the record, field = FHIRPath of the issue,
@@ -54,7 +55,7 @@ from ror.feeds import precedence
 from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import Entity, Feed, Problem
 from ror.profiles.parallel import CheckPool
-from ror.profiles.validation import MISSING_TARGET, Validator
+from ror.profiles.validation import MISSING_TARGET, Checked, Validator
 from ror.store.repository import content_hash
 
 REGISTRIES = frozenset({"finess", "rpps"})
@@ -109,29 +110,20 @@ class FeedValidation:
 
     def judge(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
               entities: dict[tuple[str, str], tuple[str, Entity]], line_of: dict[tuple[str, str], int],
-              final: bool, stored_hashes: dict[tuple[str, str], bytes]) -> Verdict:
+              final: bool, stored_hashes: dict[tuple[str, str], bytes], checked: dict | None = None) -> Verdict:
         """``stored_hashes``: content hashes of the stored versions; a resource the run leaves unchanged
-        is not validated again (nothing is written: a no-op reload costs no validation)."""
-        day = self._day()
-        created = day or datetime.now(self.tz).strftime("%Y-%m-%d")
-        for k in keys:
-            res = merged[k]
-            if k[0] in _CREATION_TYPES and not any(isinstance(x, dict) and x.get("url") == CREATION_EXT
-                                                    for x in res.get("extension") or []):
-                # in the place ``precedence.compose`` gives it (extensions by url): a later merge of the
-                # stored resource gives the same order, so a run and its re-run store the same resource
-                stamp_ext = {"url": CREATION_EXT, "valueDateTime": created}
-                res["extension"] = sorted([*(res.get("extension") or []), stamp_ext],
-                                          key=lambda x: x.get("url", "") if isinstance(x, dict) else "")
-        at = f"{day}T23:59:59" if day else None
-        stamp = datetime.now(self.tz).isoformat(timespec="milliseconds")
+        is not validated again (nothing is written: a no-op reload costs no validation). ``checked``: the profile
+        checks of some of them, made ahead (``check_ahead``)."""
+        todo = self._todo(keys, merged, stored_hashes)
+        at, stamp = self._at(), self._now()
+        ahead = checked or {}
         verdict = Verdict()
-        todo = [k for k in keys if k not in stored_hashes or stored_hashes[k] != content_hash(merged[k])]
         self.accepted.update(keys)  # the batch's own resources may reference one another
         while todo:
-            batch = [_as_stored(merged[k], stamp) for k in todo]
-            checked = (self.pool or self.validator).check_many(batch, conn, at=at)
-            outcomes = self.validator.resolve_references(conn, checked, self.accepted)
+            rest = [k for k in todo if k not in ahead]
+            fresh = dict(zip(rest, self._check(conn, rest, merged, at, stamp), strict=True))
+            outcomes = self.validator.resolve_references(conn, [ahead.get(k) or fresh[k] for k in todo], self.accepted)
+            ahead = {}  # checked ahead of the first round only: a later round judges resources again without others
             dropped: list[tuple[str, str]] = []
             for k, issues in zip(todo, outcomes, strict=True):
                 _, e = entities[k]
@@ -161,6 +153,44 @@ class FeedValidation:
                 verdict.problems = [p for p in verdict.problems if not p.reason.startswith(
                     tuple(f"{t}/{r}: " for t, r in todo))]
         return verdict
+
+    def check_ahead(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
+                    stored_hashes: dict[tuple[str, str], bytes]) -> dict[tuple[str, str], Checked]:
+        """The profile checks ``judge`` would make first, made before it (out of the write transaction: docs/feeds.md,
+        "Runs"): they depend on the merged resources alone. Their references' targets are looked up by ``judge``."""
+        todo = self._todo(keys, merged, stored_hashes)
+        return dict(zip(todo, self._check(conn, todo, merged, self._at(), self._now()), strict=True))
+
+    def _todo(self, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
+              stored_hashes: dict[tuple[str, str], bytes]) -> list[tuple[str, str]]:
+        """The resources to check: the new and the changed ones, with their creation date (ror-meta-creation-date)
+        when none is stored or given."""
+        day = self._day()
+        created = day or datetime.now(self.tz).strftime("%Y-%m-%d")
+        for k in keys:
+            res = merged[k]
+            if k[0] in _CREATION_TYPES and not any(isinstance(x, dict) and x.get("url") == CREATION_EXT
+                                                    for x in res.get("extension") or []):
+                # in the place ``precedence.compose`` gives it (extensions by url): a later merge of the
+                # stored resource gives the same order, so a run and its re-run store the same resource
+                stamp_ext = {"url": CREATION_EXT, "valueDateTime": created}
+                res["extension"] = sorted([*(res.get("extension") or []), stamp_ext],
+                                          key=lambda x: x.get("url", "") if isinstance(x, dict) else "")
+        return [k for k in keys if k not in stored_hashes or stored_hashes[k] != content_hash(merged[k])]
+
+    def _at(self) -> str | None:
+        """The instant the codes must be valid at: the end of the extraction day, when the file says it."""
+        day = self._day()
+        return f"{day}T23:59:59" if day else None
+
+    def _now(self) -> str:
+        return datetime.now(self.tz).isoformat(timespec="milliseconds")
+
+    def _check(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
+               at: str | None, stamp: str) -> list[Checked]:
+        if not keys:
+            return []
+        return (self.pool or self.validator).check_many([_as_stored(merged[k], stamp) for k in keys], conn, at=at)
 
     def _relax(self, issues: list[Issue], rtype: str, scope: str, final: bool, own: dict) -> list[Issue]:
         """Registry feeds: a missing element the registry does not own, a code NOS retired, and (after the

@@ -84,3 +84,18 @@ def test_pipeline_harness_imports_the_feeds_twice_and_the_reload_changes_nothing
     created_column = 8  # | step | pass | records | records/s | wall | CPU | RSS | created | …
     assert rows[("region 84", "first")].split("|")[created_column].strip() != "0"
     assert rows[("**all**", "reload")].split("|")[created_column].strip() == "0"
+
+
+def test_patches_during_import_harness_times_patches_alone_then_during_an_import(tmp_path):
+    """benchmarks/patches_during_import.py: PATCHes alone, then while a region's extract is imported into the store."""
+    data = tmp_path / "data"
+    p = subprocess.run([str(Path(sys.executable).parent / "ror"), "generate", "--scale", "800", "--seed", "2",
+                        "--regions", "84", "--dirty", "0", str(data)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = subprocess.run([sys.executable, "benchmarks/patches_during_import.py", str(data), "--region", "84",
+                        "--seconds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    result = json.loads(p.stdout)
+    assert result["alone"]["patches"] > 5 and result["during_import"]["patches"] > 0
+    assert result["during_import"]["max_ms"] >= result["during_import"]["p50_ms"] > 0 and result["import_s"] > 0

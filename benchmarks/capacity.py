@@ -27,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,6 +68,32 @@ def dataset(n: int) -> list[dict]:
             o["location"] = [{"reference": f"Location/{p['id']}"}]
             out.append(o)
     return out
+
+
+@contextmanager
+def served(url: str, places: int, workers: int = 1) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A server (``ror serve``, ``workers`` processes) on a new store at ``url`` holding ``dataset(places)``, once it
+    answers: its process and base URL."""
+    engine = make_engine(url)
+    upgrade(engine)
+    bulk.upsert(engine, dataset(places), keep_last_updated=True)
+    engine.dispose()
+    port = 18000 + os.getpid() % 1000
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ror.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--workers", str(workers)],
+        env={**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")})
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def server_cpu_s(pid: int) -> dict[int, float]:
@@ -188,23 +216,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or f"sqlite:///{tmp}/bench.db"
-        engine = make_engine(url)
-        upgrade(engine)
-        bulk.upsert(engine, dataset(args.places), keep_last_updated=True)
-        engine.dispose()
-        port = 18000 + os.getpid() % 1000
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ror.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--workers", str(args.workers)],
-            env={**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")})
-        try:
-            for _ in range(100):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            base = f"http://127.0.0.1:{port}"
+        with served(url, args.places, args.workers) as (server, base):
             # Warm-up: each worker's first writes load the profiles and NOS tables (~1 s).
             throughput(base, args.places, 3, args.concurrency, Path(tmp))
             load = os.getloadavg()[0]
@@ -221,9 +233,6 @@ def main() -> None:
             result["batch_server_cpu_ms_per_patch"] = batch["server_cpu_ms_per_patch"]
             result["load_average"] = f"{load:.1f}-{os.getloadavg()[0]:.1f}"
             result |= visibility(base, args.places)
-        finally:
-            server.terminate()
-            server.wait(10)
     print(json.dumps({"database": url.split("://")[0], "workers": args.workers, "places": args.places + 10,
                       **result}, indent=1))
 

@@ -23,10 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from capacity import ROOT, capacity, dataset, op, path  # benchmarks/capacity.py: its places and PATCH bodies
-from ror.store import bulk
-from ror.store.engine import make_engine
-from ror.store.migrate import upgrade
+from capacity import ROOT, capacity, op, path, served  # benchmarks/capacity.py: its store, server and PATCH bodies
 
 PLACES = 200
 
@@ -68,39 +65,22 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or f"sqlite:///{tmp}/store.db"
-        engine = make_engine(url)
-        upgrade(engine)
-        bulk.upsert(engine, dataset(PLACES), keep_last_updated=True)
-        engine.dispose()
-        env = {**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
-        port = 18000 + os.getpid() % 1000
-        server = subprocess.Popen([sys.executable, "-m", "ror.cli.main", "serve", "--host", "127.0.0.1", "--port",
-                                   str(port), "--log-level", "warning"], env=env)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=120) as client:
-                for _ in range(100):
-                    try:
-                        client.get("/metadata")
-                        break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
-                end = time.perf_counter() + args.seconds
-                alone = patches(client, lambda: time.perf_counter() > end, args.interval_ms / 1000)
-                command = [sys.executable, "-m", "ror.cli.main", "import", "region", "--region", args.region,
-                           str(args.data / "fhir" / args.region)]
-                if args.batch_size:
-                    command += ["--batch-size", str(args.batch_size)]
-                log = Path(tmp) / "import.log"
-                with log.open("w") as out:
-                    t0 = time.perf_counter()
-                    feed = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-                    during = patches(client, lambda: feed.poll() is not None, args.interval_ms / 1000)
-                    seconds = time.perf_counter() - t0
-                if feed.returncode != 0:
-                    raise SystemExit(f"the import failed: {log.read_text()[-2000:]}")
-        finally:
-            server.terminate()
-            server.wait(10)
+        with served(url, PLACES) as (_, base), httpx.Client(base_url=f"{base}/fhir", timeout=120) as client:
+            end = time.perf_counter() + args.seconds
+            alone = patches(client, lambda: time.perf_counter() > end, args.interval_ms / 1000)
+            command = [sys.executable, "-m", "ror.cli.main", "import", "region", "--region", args.region,
+                       str(args.data / "fhir" / args.region)]
+            if args.batch_size:
+                command += ["--batch-size", str(args.batch_size)]
+            env = {**os.environ, "ROR_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+            log = Path(tmp) / "import.log"
+            with log.open("w") as out:
+                t0 = time.perf_counter()
+                feed = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+                during = patches(client, lambda: feed.poll() is not None, args.interval_ms / 1000)
+                seconds = time.perf_counter() - t0
+            if feed.returncode != 0:
+                raise SystemExit(f"the import failed: {log.read_text()[-2000:]}")
     print(json.dumps({"database": url.split("://")[0], "region": args.region, "batch_size": args.batch_size or None,
                       "alone": percentiles(alone), "during_import": percentiles(during),
                       "import_s": round(seconds, 1)}, indent=1))

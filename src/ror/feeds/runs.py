@@ -191,22 +191,27 @@ class Run:
     def _write(self, records: list[Record], loose: list[Problem]) -> None:
         """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
         transactions, the profile checks between them, out of the write lock (``_Staged``)."""
+        if self.checks is None:  # no checks to take out of the lock: one transaction
+            self._transaction(lambda conn: self._write_staged(conn, self._stage(conn, records, loose)))
+            return
         staged: list[_Staged] = []
-        self._transaction(lambda conn: self._stage(conn, records, loose, staged))
+
+        def stage(conn: Connection) -> tuple[list[Problem], Counter]:
+            staged.append(self._stage(conn, records, loose))
+            return [], Counter()  # nothing to book yet
+
+        self._transaction(stage)
         batch = staged[0]
-        if self.checks is not None:
-            with self.engine.connect() as conn:  # the checks read NOS tables only (their workers: their own)
-                batch.checked = self.checks.check_ahead(conn, batch.merged.keys, batch.merged.merged,
-                                                        batch.merged.stored_hashes())
+        with self.engine.connect() as conn:  # the checks read NOS tables only (their workers: their own)
+            batch.checked = self.checks.check_ahead(conn, batch.merged.keys, batch.merged.merged,
+                                                    batch.merged.stored_hashes())
         self._transaction(lambda conn: self._write_staged(conn, batch))
 
-    def _stage(self, conn: Connection, records: list[Record], loose: list[Problem], out: list[_Staged]
-               ) -> tuple[list[Problem], Counter]:
+    def _stage(self, conn: Connection, records: list[Record], loose: list[Problem]) -> _Staged:
         """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
         second leaves keys that a re-run uses again) and the entities merged into the stored resources."""
         problems, done, assigned, lines = self._assign(conn, records, loose)
-        out.append(_Staged(problems, done, assigned, lines, self._merge(conn, assigned, lines)))
-        return [], Counter()
+        return _Staged(problems, done, assigned, lines, self._merge(conn, assigned, lines))
 
     def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
         """The second transaction of a batch: the resources an API write (or another import) changed since the first

@@ -225,7 +225,8 @@ class Run:
             m.update(again)
             batch.checked = {k: v for k, v in batch.checked.items() if k not in stale}
         problems, done = batch.problems, batch.done
-        written = self._judge_and_write(conn, m, problems, done, checked=batch.checked)
+        written = self._judge_and_write(conn, m, problems, done, checked=batch.checked,
+                                        settled=set(m.keys) - stale)
         done.update(w.outcome for w in written)
         done["warnings"] += sum(1 for p in problems if p.severity == "warning")
         return problems, done
@@ -327,14 +328,15 @@ class Run:
         return self._judge_and_write(conn, self._merge(conn, assigned, lines), problems, done, final)
 
     def _judge_and_write(self, conn: Connection, m: _Merged, problems: list[Problem], done: Counter,
-                         final: bool = False, checked: dict | None = None) -> list[repository.Written]:
+                         final: bool = False, checked: dict | None = None,
+                         settled: frozenset | set = frozenset()) -> list[repository.Written]:
         """Validate the merged resources (rejected ones are not written and keep their stored version;
-        ``problems``/``done`` get the issues and the rejections) and write the others. ``checked``: profile checks
-        already made (``FeedValidation.check_ahead``)."""
+        ``problems``/``done`` get the issues and the rejections) and write the others. ``checked``, ``settled``: the
+        checks made ahead (``FeedValidation.judge``)."""
         keys, contrib = m.keys, m.contrib
         if self.checks is not None:
             verdict = self.checks.judge(conn, keys, m.merged, m.entities, m.line_of, final, m.stored_hashes(),
-                                        checked)
+                                        checked, settled)
             problems.extend(verdict.problems)
             done["rejected"] += len(verdict.rejected)
             self.deferred.extend((m.entities[k], m.line_of[k]) for k in verdict.deferred)

@@ -110,13 +110,14 @@ class FeedValidation:
 
     def judge(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
               entities: dict[tuple[str, str], tuple[str, Entity]], line_of: dict[tuple[str, str], int],
-              final: bool, stored_hashes: dict[tuple[str, str], bytes], checked: dict | None = None) -> Verdict:
+              final: bool, stored_hashes: dict[tuple[str, str], bytes], checked: dict | None = None,
+              settled: frozenset | set = frozenset()) -> Verdict:
         """``stored_hashes``: content hashes of the stored versions; a resource the run leaves unchanged
         is not validated again (nothing is written: a no-op reload costs no validation). ``checked``: the profile
-        checks of some of them, made ahead (``check_ahead``)."""
-        todo = self._todo(keys, merged, stored_hashes)
-        at, stamp = self._at(), self._now()
+        checks made ahead (``check_ahead``) of the resources among ``settled`` that are to be checked."""
         ahead = checked or {}
+        todo = self._todo(keys, merged, stored_hashes, ahead, settled)
+        at, stamp = self._at(), self._now()
         verdict = Verdict()
         self.accepted.update(keys)  # the batch's own resources may reference one another
         while todo:
@@ -162,9 +163,11 @@ class FeedValidation:
         return dict(zip(todo, self._check(conn, todo, merged, self._at(), self._now()), strict=True))
 
     def _todo(self, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
-              stored_hashes: dict[tuple[str, str], bytes]) -> list[tuple[str, str]]:
+              stored_hashes: dict[tuple[str, str], bytes], ahead: dict | None = None,
+              settled: frozenset | set = frozenset()) -> list[tuple[str, str]]:
         """The resources to check: the new and the changed ones, with their creation date (ror-meta-creation-date)
-        when none is stored or given."""
+        when none is stored or given. Those of ``settled`` were sorted by ``check_ahead``: to check if in ``ahead``
+        (their content hashes not computed again: a reload's every resource)."""
         day = self._day()
         created = day or datetime.now(self.tz).strftime("%Y-%m-%d")
         for k in keys:
@@ -176,7 +179,8 @@ class FeedValidation:
                 stamp_ext = {"url": CREATION_EXT, "valueDateTime": created}
                 res["extension"] = sorted([*(res.get("extension") or []), stamp_ext],
                                           key=lambda x: x.get("url", "") if isinstance(x, dict) else "")
-        return [k for k in keys if k not in stored_hashes or stored_hashes[k] != content_hash(merged[k])]
+        return [k for k in keys if (k in ahead if k in settled else
+                                    k not in stored_hashes or stored_hashes[k] != content_hash(merged[k]))]
 
     def _at(self) -> str | None:
         """The instant the codes must be valid at: the end of the extraction day, when the file says it."""

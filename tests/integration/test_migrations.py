@@ -118,3 +118,17 @@ def test_0017_finds_the_contributions_of_a_resource_whatever_the_source(service)
     assert "ix_feed_contribution_resource" not in indexes()
     _alembic(service.engine, command.upgrade, "head")
     assert "ix_feed_contribution_resource" in indexes()
+
+
+def test_0018_remembers_what_each_source_said(service):
+    def columns() -> set[str]:
+        with service.engine.connect() as conn:
+            return {c["name"] for c in inspect(conn).get_columns("feed_contribution")}
+
+    assert {"said", "said_version"} <= columns()  # a new store has them (0003 creates the table as defined)
+    _alembic(service.engine, command.downgrade, "0017")
+    assert not {"said", "said_version"} & columns()
+    assert "ix_feed_contribution_resource" in {ix["name"] for ix in inspect(service.engine).get_indexes(
+        "feed_contribution")}  # SQLite's copy of the table kept its indexes
+    _alembic(service.engine, command.upgrade, "head")
+    assert {"said", "said_version"} <= columns()

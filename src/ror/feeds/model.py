@@ -31,6 +31,7 @@ class Entity:
     keys: list[str]
     resource: dict
     scope: str  # kind of record, the unit of disappearance handling (ej, eg, practitioner, ...)
+    said: bytes = b""  # digest of what is said, references resolved (set by the run: ``Run._repeats``)
 
 
 @dataclass(slots=True)

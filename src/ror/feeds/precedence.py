@@ -26,6 +26,7 @@ for the city practices it identifies); the regions own the operational descripti
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -57,6 +58,8 @@ _ORG_REGISTRY_EXT = {PERIOD_EXT, ROR + "ror-organization-creation-date", ROR + "
 _ORG_REGISTRY_TYPES = ("TRE_R66-", "TRE_R72-", "TRE_R73-", "TRE_R74-", "TRE_R02-")
 _PRACTITIONER_REGISTRY = {"name", "qualification", "active", "gender"}
 SET_ONCE = {"extension|" + CREATION_EXT}  # the creation date in the ROR: written when created, then kept
+# The value of a SET_ONCE element in an entity serialised by orjson (``without_set_once_values``).
+_SET_ONCE_VALUE = re.compile(rb'(\{"url":"' + re.escape(CREATION_EXT.encode()) + rb'","valueDateTime":")[^"]*"')
 
 
 def _first_code(cc) -> str:
@@ -118,6 +121,12 @@ def compose(rtype: str, rid: str, parts: dict[str, object]) -> dict:
 
 def digest(value) -> str:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+def without_set_once_values(raw: bytes) -> bytes:
+    """An entity serialised by orjson, the values of its SET_ONCE elements blanked: a merge into a resource that has
+    them changes nothing of them (a registry's monthly file dates every entity with its extraction)."""
+    return _SET_ONCE_VALUE.sub(rb'\1"', raw)
 
 
 def merge(rtype: str, rid: str, current: dict | None, base: dict[str, str] | None, incoming: dict,

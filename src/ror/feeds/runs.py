@@ -3,7 +3,9 @@
 Each batch writes in one transaction the resources (through ``repository.write_batch``, which skips
 unchanged content), the source contributions, the change rows, the problems and the run counters; its
 identity keys are committed in the transaction before, which merges it, with the profile checks between
-the two, out of the write lock (``_Staged``). A run killed at any point leaves whole batches, and
+the two, out of the write lock (``_Staged``). An entity that repeats what its source said last time, on
+a resource no one changed since, is only marked as seen (``_repeats``): a monthly reload of unchanged
+files neither merges nor checks again. A run killed at any point leaves whole batches, and
 re-running converges, because ids derive from identity keys and merged content is deterministic. A dry
 run does the same work and rolls every batch back. Disappearance is handled only after a complete,
 unlimited, full-extract run: resources the source said before and no longer says are closed (when the
@@ -13,6 +15,7 @@ source owns their status) or reported, never deleted, and a mass disappearance b
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ror.errors import InputFileError
@@ -39,6 +42,8 @@ from ror.store.schema import resource
 
 _CHUNK = 400
 SHOWN_PROBLEMS = 200  # problems kept in the returned report (all of them are in feed_problem)
+# In every digest of what a source said (``_said``): a release that changes the merge rules merges everything again.
+_MERGE_RULES = hashlib.sha256(Path(precedence.__file__).read_bytes()).digest()
 
 
 @dataclass
@@ -73,11 +78,19 @@ def _refs(raw: bytes) -> list[tuple[str, str]]:
     return [(t.decode(), k.decode()) for t, k in _PLACEHOLDER.findall(raw)]
 
 
-def _resolve_refs(raw: bytes, resolver: Resolver) -> dict:
+def _resolve_refs(raw: bytes, resolver: Resolver) -> bytes:
     def sub(m: re.Match) -> bytes:
         rtype = m.group(1).decode()
         return b'"reference":"' + f"{rtype}/{resolver.reference(rtype, m.group(2).decode())}".encode() + b'"'
-    return orjson.loads(_PLACEHOLDER.sub(sub, raw))
+    return _PLACEHOLDER.sub(sub, raw)
+
+
+def _said(e: Entity, raw: bytes) -> bytes:
+    """The digest of what a source says of a resource: its entity serialised, references resolved (a reference
+    that now names another resource is a change), with its scope and the merge rules; not the values a merge keeps
+    once written (``precedence.without_set_once_values``: the date of the monthly file)."""
+    parts = (_MERGE_RULES, e.rtype.encode(), e.scope.encode(), precedence.without_set_once_values(raw))
+    return hashlib.blake2b(b"\0".join(parts), digest_size=16).digest()
 
 
 @dataclass
@@ -211,6 +224,9 @@ class Run:
         """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
         second leaves keys that a re-run uses again) and the entities merged into the stored resources."""
         problems, done, assigned, lines = self._assign(conn, records, loose)
+        repeats = self._repeats(conn, assigned)
+        done["unchanged"] += len(repeats)
+        assigned = [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats]
         return _Staged(problems, done, assigned, lines, self._merge(conn, assigned, lines))
 
     def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
@@ -264,8 +280,36 @@ class Run:
         resolver.flush()
         for (_, e, raw) in todo:
             if b'"@' in raw:
-                e.resource = _resolve_refs(raw, resolver)
+                raw = _resolve_refs(raw, resolver)
+                e.resource = orjson.loads(raw)
+            e.said = _said(e, raw)
         return problems, done, assigned, lines
+
+    def _repeats(self, conn: Connection, assigned: list[tuple[str, Entity]]) -> set[tuple[str, str]]:
+        """The resources of ``assigned`` whose one entity this batch repeats what the source said last time, on the
+        version that merge wrote or found (nothing changed it since): merging it again would give the stored resource
+        back (a merge applied twice gives what it gave once), so it is only marked as seen, for disappearance."""
+        said: dict[tuple[str, str], bytes | None] = {}
+        for rid, e in assigned:
+            said[(e.rtype, rid)] = None if (e.rtype, rid) in said else e.said  # twice in a batch: merged
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in said:
+            by_type.setdefault(rtype, []).append(rid)
+        c, r = feed_contribution.c, resource.c
+        out: set[tuple[str, str]] = set()
+        for rtype, rids in by_type.items():
+            for i in range(0, len(rids), _CHUNK):
+                chunk = rids[i:i + _CHUNK]
+                q = select(c.rid, c.said, c.said_version, r.version).join_from(
+                    feed_contribution, resource, and_(r.rtype == c.rtype, r.rid == c.rid)).where(
+                    c.source == self.feed.source, c.rtype == rtype, c.rid.in_(chunk), c.closed_run.is_(None))
+                found = [rid for rid, s, version_said, version in conn.execute(q)
+                         if s is not None and bytes(s) == said[(rtype, rid)] and version_said == version]
+                if found:
+                    conn.execute(update(feed_contribution).where(
+                        c.source == self.feed.source, c.rtype == rtype, c.rid.in_(found)).values(seen_run=self.run_id))
+                    out.update((rtype, rid) for rid in found)
+        return out
 
     def _current(self, conn: Connection, keys: list[tuple[str, str]]):
         bodies: dict[tuple[str, str], tuple[repository.Current, dict]] = {}
@@ -350,22 +394,29 @@ class Run:
             keys = [k for k in keys if k in contrib and k not in verdict.rejected]
         items = [repository.prepare(m.merged[k]) for k in keys]
         written = repository.write_batch(conn, items, {k: v[0] for k, v in m.current.items()})
-        self._record(conn, contrib, written)
+        self._record(conn, contrib, written, said={(w.rtype, w.rid): (m.entities[(w.rtype, w.rid)][1].said, w.version)
+                                                   for w in written})
         return written
 
     def _record(self, conn: Connection, contrib: dict[tuple[str, str], tuple[str, dict]],
-                written: list[repository.Written], closed: bool = False) -> None:
+                written: list[repository.Written], closed: bool = False,
+                said: dict[tuple[str, str], tuple[bytes, int]] | None = None) -> None:
+        """The contributions ``contrib`` and the changes ``written``. ``said``: the digest of each entity written and
+        the version it left (``_repeats``); the others (rejected, closed) get none, and are merged at the next run."""
         d = _dialect(conn)
-        rows = [{"source": self.feed.source, "rtype": rtype, "rid": rid, "scope": scope,
+        said = said or {}
+        rows = [{"source": self.feed.source, "rtype": k[0], "rid": k[1], "scope": scope,
                  "facets": orjson.dumps(base, option=orjson.OPT_SORT_KEYS), "seen_run": self.run_id,
-                 "closed_run": self.run_id if closed else None} for (rtype, rid), (scope, base) in contrib.items()]
+                 "closed_run": self.run_id if closed else None, "said": said.get(k, (None,))[0],
+                 "said_version": said.get(k, (None, None))[1]} for k, (scope, base) in contrib.items()]
         for i in range(0, len(rows), _CHUNK):
             stmt = d.insert(feed_contribution)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["source", "rtype", "rid"],
                 set_={"scope": stmt.excluded.scope, "facets": stmt.excluded.facets,
                       **({} if closed else {"seen_run": stmt.excluded.seen_run}),
-                      "closed_run": stmt.excluded.closed_run}), rows[i:i + _CHUNK])
+                      "closed_run": stmt.excluded.closed_run, "said": stmt.excluded.said,
+                      "said_version": stmt.excluded.said_version}), rows[i:i + _CHUNK])
         changes = [{"run_id": self.run_id, "rtype": w.rtype, "rid": w.rid,
                     "outcome": "closed" if closed else w.outcome} for w in written if w.outcome != "unchanged"]
         for i in range(0, len(changes), _CHUNK):

@@ -5,7 +5,8 @@
 - ``feed_change``: the change report of a run — which national resources it created, updated or closed.
 - ``feed_identity``: identity keys (``system|value``) -> national resource, the consolidation memory.
 - ``feed_contribution``: what each source last said about each resource (hash per element) and the
-  run that last saw it: the base of the three-way merge and of disappearance detection.
+  run that last saw it: the base of the three-way merge and of disappearance detection; and the digest of
+  what it said with the resource's version once merged, which let a reload skip what repeats (``ror.feeds.runs``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ feed_contribution = Table(
     Column("facets", LargeBinary, nullable=False),  # JSON {element key: hash} of what the source said
     Column("seen_run", BigInteger, nullable=False),
     Column("closed_run", BigInteger),
+    # Digest of the entity the source last said, references resolved, and the resource's version once it was
+    # merged (None: rejected, closed, or recorded before migration 0018): the same entity again on an unchanged
+    # version is a repeat, not merged again.
+    Column("said", LargeBinary),
+    Column("said_version", Integer),
     PrimaryKeyConstraint("source", "rtype", "rid", name="pk_feed_contribution"),
     Index("ix_feed_contribution_scope", "source", "scope", "seen_run"),
     # What every source said of a resource: a region's merge reads the other regions' (ror.feeds.precedence)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ror.errors import InputFileError
@@ -37,10 +37,14 @@ from ror.fhirdates import now_stamp
 from ror.profiles.parallel import CheckPool
 from ror.settings import get_settings
 from ror.store import repository
-from ror.store.engine import WRITE, writer_slot
+from ror.store.engine import WRITE, dbapi_many, dbapi_rows, writer_slot
 from ror.store.schema import resource
 
 _CHUNK = 400
+# What a source said of resources of one type, and the version it left and they have (``Run._repeats``).
+_SAID = ("SELECT c.rid, c.said, c.said_version, r.version FROM feed_contribution c JOIN resource r "
+         "ON r.rtype = c.rtype AND r.rid = c.rid WHERE c.source = {{p}} AND c.rtype = {{p}} AND c.rid IN ({}) "
+         "AND c.closed_run IS NULL")
 SHOWN_PROBLEMS = 200  # problems kept in the returned report (all of them are in feed_problem)
 # In every digest of what a source said (``_said``): a release that changes the merge rules merges everything again.
 _MERGE_RULES = hashlib.sha256(Path(precedence.__file__).read_bytes()).digest()
@@ -295,20 +299,16 @@ class Run:
         by_type: dict[str, list[str]] = {}
         for rtype, rid in said:
             by_type.setdefault(rtype, []).append(rid)
-        c, r = feed_contribution.c, resource.c
         out: set[tuple[str, str]] = set()
         for rtype, rids in by_type.items():
             for i in range(0, len(rids), _CHUNK):
                 chunk = rids[i:i + _CHUNK]
-                q = select(c.rid, c.said, c.said_version, r.version).join_from(
-                    feed_contribution, resource, and_(r.rtype == c.rtype, r.rid == c.rid)).where(
-                    c.source == self.feed.source, c.rtype == rtype, c.rid.in_(chunk), c.closed_run.is_(None))
-                found = [rid for rid, s, version_said, version in conn.execute(q)
-                         if s is not None and bytes(s) == said[(rtype, rid)] and version_said == version]
-                if found:
-                    conn.execute(update(feed_contribution).where(
-                        c.source == self.feed.source, c.rtype == rtype, c.rid.in_(found)).values(seen_run=self.run_id))
-                    out.update((rtype, rid) for rid in found)
+                found = [(rid,) for rid, s, version_said, version in dbapi_rows(conn, _SAID.format(
+                    ", ".join(["{p}"] * len(chunk))), (self.feed.source, rtype, *chunk))
+                    if s is not None and bytes(s) == said[(rtype, rid)] and version_said == version]
+                dbapi_many(conn, "UPDATE feed_contribution SET seen_run = {p} WHERE source = {p} AND rtype = {p} "
+                           "AND rid = {p}", [(self.run_id, self.feed.source, rtype, rid) for rid, in found])
+                out.update((rtype, rid) for rid, in found)
         return out
 
     def _current(self, conn: Connection, keys: list[tuple[str, str]]):

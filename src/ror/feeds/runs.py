@@ -41,11 +41,11 @@ from ror.store.engine import WRITE, dbapi_many, dbapi_rows, writer_slot
 from ror.store.schema import resource
 
 _CHUNK = 400
+SHOWN_PROBLEMS = 200  # problems kept in the returned report (all of them are in feed_problem)
 # What a source said of resources of one type, and the version it left and they have (``Run._repeats``).
 _SAID = ("SELECT c.rid, c.said, c.said_version, r.version FROM feed_contribution c JOIN resource r "
          "ON r.rtype = c.rtype AND r.rid = c.rid WHERE c.source = {{p}} AND c.rtype = {{p}} AND c.rid IN ({}) "
          "AND c.closed_run IS NULL")
-SHOWN_PROBLEMS = 200  # problems kept in the returned report (all of them are in feed_problem)
 # In every digest of what a source said (``_said``): a release that changes the merge rules merges everything again.
 _MERGE_RULES = hashlib.sha256(Path(precedence.__file__).read_bytes()).digest()
 
@@ -404,11 +404,12 @@ class Run:
         """The contributions ``contrib`` and the changes ``written``. ``said``: the digest of each entity written and
         the version it left (``_repeats``); the others (rejected, closed) get none, and are merged at the next run."""
         d = _dialect(conn)
-        said = said or {}
-        rows = [{"source": self.feed.source, "rtype": k[0], "rid": k[1], "scope": scope,
-                 "facets": orjson.dumps(base, option=orjson.OPT_SORT_KEYS), "seen_run": self.run_id,
-                 "closed_run": self.run_id if closed else None, "said": said.get(k, (None,))[0],
-                 "said_version": said.get(k, (None, None))[1]} for k, (scope, base) in contrib.items()]
+        rows = []
+        for (rtype, rid), (scope, base) in contrib.items():
+            digest, version = (said or {}).get((rtype, rid), (None, None))
+            rows.append({"source": self.feed.source, "rtype": rtype, "rid": rid, "scope": scope,
+                         "facets": orjson.dumps(base, option=orjson.OPT_SORT_KEYS), "seen_run": self.run_id,
+                         "closed_run": self.run_id if closed else None, "said": digest, "said_version": version})
         for i in range(0, len(rows), _CHUNK):
             stmt = d.insert(feed_contribution)
             conn.execute(stmt.on_conflict_do_update(

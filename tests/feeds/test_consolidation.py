@@ -15,10 +15,10 @@ from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_run
 from ror.feeds.validation import FeedValidation
-from ror.store import bulk
+from ror.store import bulk, repository
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
-from ror.store.schema import resource
+from ror.store.schema import INDEX_TABLES, LIVE_TX, resource
 from tests.feeds.conftest import CSD_SAMPLE, FINESS_SAMPLE, RPPS_SAMPLE, all_stored, ext, stored
 
 
@@ -104,6 +104,49 @@ def test_an_edit_made_while_a_batch_is_checked_is_merged_not_overwritten(engine,
     assert after["name"] == "DOUBS OPTIQUE"
     assert after["telecom"] == site["telecom"]
     assert after["meta"]["versionId"] == "3"  # the edit's version, then the import's
+
+
+def _written(engine) -> dict:
+    """Every resource's body and live index rows, without what the write's instant and transaction decide."""
+    out = {}
+    with engine.connect() as conn:
+        rids = {pk: (rtype, rid) for pk, rtype, rid in conn.execute(select(resource.c.pk, resource.c.rtype,
+                                                                           resource.c.rid))}
+        for rtype, rid, body in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.body)):
+            res = orjson.loads(body)
+            res["meta"].pop("lastUpdated")
+            out[(rtype, rid)] = {"body": res}
+        for kind, table in INDEX_TABLES.items():
+            values = [c for c in table.columns if c.name not in ("pk", "since_tx", "until_tx")]
+            for pk, *row in conn.execute(select(table.c.pk, *values).where(table.c.until_tx == LIVE_TX)):
+                if not str(row[0]).endswith("._lastUpdated"):
+                    out[rids[pk]].setdefault(kind, []).append(tuple(row))
+    return {k: {kind: v if kind == "body" else sorted(v, key=repr) for kind, v in parts.items()}
+            for k, parts in out.items()}
+
+
+def test_resources_prepared_out_of_the_write_lock_are_stored_as_when_prepared_in_it(engine, tmp_path, monkeypatch):
+    """A batch's resources to write get their bodies and index rows between its two transactions
+    (``repository.prepare_ahead``); the write only puts in the version and the instant."""
+    prepared, prepare_ahead = [], repository.prepare_ahead
+
+    def counted(res, keep_last_updated):
+        prepared.append(res["id"])
+        return prepare_ahead(res, keep_last_updated)
+
+    sources = ((FinessFeed(), FINESS_SAMPLE), (RppsFeed(), RPPS_SAMPLE), (RegionalFeed("93"), CSD_SAMPLE))
+    monkeypatch.setattr(repository, "prepare_ahead", counted)
+    for feed, path in sources:
+        run_import(engine, feed, path)
+    ahead = _written(engine)
+    assert len(prepared) > 150 and len(ahead) == 150
+    monkeypatch.setattr(repository, "prepare_ahead", lambda res, keep_last_updated: repository.prepare(res))
+    in_lock = make_engine(f"sqlite:///{tmp_path / 'in_lock.db'}")
+    upgrade(in_lock)
+    for feed, path in sources:
+        run_import(in_lock, feed, path)
+    assert _written(in_lock) == ahead
+    in_lock.dispose()
 
 
 def test_region_csd_sample(engine):

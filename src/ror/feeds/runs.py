@@ -133,6 +133,7 @@ class _Staged:
     lines: dict[int, int]
     merged: _Merged
     checked: dict = field(default_factory=dict)
+    ready: dict = field(default_factory=dict)  # the resources to write, prepared for it (``repository.prepare_ahead``)
 
 
 class Run:
@@ -222,6 +223,10 @@ class Run:
         with self.engine.connect() as conn:  # the checks read NOS tables only (their workers: their own)
             batch.checked = self.checks.check_ahead(conn, batch.merged.keys, batch.merged.merged,
                                                     batch.merged.stored_hashes())
+        # What the write needs of the resources to write (the checked ones: new or changed), out of the lock too: their
+        # bodies and index rows (the rows were 40 % of the second transaction).
+        batch.ready = {k: repository.prepare_ahead(batch.merged.merged[k], keep_last_updated=False)
+                       for k in batch.checked}
         self._transaction(lambda conn: self._write_staged(conn, batch))
 
     def _stage(self, conn: Connection, records: list[Record], loose: list[Problem]) -> _Staged:
@@ -244,9 +249,10 @@ class Run:
             again = self._merge(conn, [(rid, e) for rid, e in batch.assigned if (e.rtype, rid) in stale], batch.lines)
             m.update(again)
             batch.checked = {k: v for k, v in batch.checked.items() if k not in stale}
+            batch.ready = {k: v for k, v in batch.ready.items() if k not in stale}
         problems, done = batch.problems, batch.done
         written = self._judge_and_write(conn, m, problems, done, checked=batch.checked,
-                                        settled=set(m.keys) - stale)
+                                        settled=set(m.keys) - stale, ready=batch.ready)
         done.update(w.outcome for w in written)
         done["warnings"] += sum(1 for p in problems if p.severity == "warning")
         return problems, done
@@ -373,10 +379,12 @@ class Run:
 
     def _judge_and_write(self, conn: Connection, m: _Merged, problems: list[Problem], done: Counter,
                          final: bool = False, checked: dict | None = None,
-                         settled: frozenset | set = frozenset()) -> list[repository.Written]:
+                         settled: frozenset | set = frozenset(),
+                         ready: dict[tuple[str, str], repository.Prepared] | None = None
+                         ) -> list[repository.Written]:
         """Validate the merged resources (rejected ones are not written and keep their stored version;
         ``problems``/``done`` get the issues and the rejections) and write the others. ``checked``, ``settled``: the
-        checks made ahead (``FeedValidation.judge``)."""
+        checks made ahead (``FeedValidation.judge``); ``ready``: resources prepared ahead for the write."""
         keys, contrib = m.keys, m.contrib
         if self.checks is not None:
             verdict = self.checks.judge(conn, keys, m.merged, m.entities, m.line_of, final, m.stored_hashes(),
@@ -392,7 +400,7 @@ class Run:
                 else:
                     contrib.pop(k, None)
             keys = [k for k in keys if k in contrib and k not in verdict.rejected]
-        items = [repository.prepare(m.merged[k]) for k in keys]
+        items = [(ready or {}).get(k) or repository.prepare(m.merged[k]) for k in keys]
         written = repository.write_batch(conn, items, {k: v[0] for k, v in m.current.items()})
         self._record(conn, contrib, written, said={(w.rtype, w.rid): (m.entities[(w.rtype, w.rid)][1].said, w.version)
                                                    for w in written})

@@ -130,7 +130,8 @@ def prepare(res: dict) -> Prepared:
 def prepare_ahead(res: dict, keep_last_updated: bool) -> Prepared:
     """``prepare``, with the body and index rows the write will need (``Ready``), computed as a creation
     does: ``finalise`` then only puts the version and stamp into the body, and ``restamp`` the stamp into the
-    rows if it is not the submitted one. Pure work, for bulk workers: the resource itself is not kept."""
+    rows if it is not the submitted one. Pure work, done out of the write lock (bulk workers; a feed batch between
+    its two transactions): the resource itself is not kept."""
     p = prepare(res)
     submitted = p.submitted_stamp() if keep_last_updated else None
     body = _finalise(p, 1, submitted or STAMP_MIN)

@@ -2,10 +2,10 @@
 
 Each batch writes in one transaction the resources (through ``repository.write_batch``, which skips
 unchanged content), the source contributions, the change rows, the problems and the run counters; its
-identity keys are committed in the transaction before, which merges it, with the profile checks between
-the two, out of the write lock (``_Staged``). An entity that repeats what its source said last time, on
-a resource no one changed since, is only marked as seen (``_repeats``): a monthly reload of unchanged
-files neither merges nor checks again. A run killed at any point leaves whole batches, and
+identity keys are committed in the transaction before; between the two, out of the write lock, it is
+merged, checked against the profiles and prepared for the write (``_Staged``). An entity that repeats
+what its source said last time, on a resource no one changed since, is only marked as seen
+(``_repeats``): a monthly reload of unchanged files neither merges nor checks again. A run killed at any point leaves whole batches, and
 re-running converges, because ids derive from identity keys and merged content is deterministic. A dry
 run does the same work and rolls every batch back. Disappearance is handled only after a complete,
 unlimited, full-extract run: resources the source said before and no longer says are closed (when the
@@ -124,14 +124,15 @@ class _Merged:
 
 @dataclass
 class _Staged:
-    """A batch between its two write transactions (``Run._write``): merged in the first, written in the second.
-    Between them the profile checks run, without the write lock that the API's writes wait for: an import held it for
-    each whole batch, and a capacity PATCH waited up to 2 s (docs/feeds.md, "Runs")."""
+    """A batch between its two write transactions (``Run._write``): its identities assigned in the first, written in
+    the second. Between them it is merged, checked against the profiles and prepared for the write, without the write
+    lock that the API's writes wait for: an import held it for each whole batch, and a capacity PATCH waited up to
+    2 s (docs/feeds.md, "Runs")."""
     problems: list[Problem]
     done: Counter
     assigned: list[tuple[str, Entity]]
     lines: dict[int, int]
-    merged: _Merged
+    merged: _Merged | None = None
     checked: dict = field(default_factory=dict)
     ready: dict = field(default_factory=dict)  # the resources to write, prepared for it (``repository.prepare_ahead``)
 
@@ -210,7 +211,12 @@ class Run:
         """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
         transactions, the profile checks between them, out of the write lock (``_Staged``)."""
         if self.checks is None:  # no checks to take out of the lock: one transaction
-            self._transaction(lambda conn: self._write_staged(conn, self._stage(conn, records, loose)))
+            def whole(conn: Connection) -> tuple[list[Problem], Counter]:
+                batch = self._stage(conn, records, loose)
+                batch.merged = self._merge(conn, batch.assigned, batch.lines)
+                return self._write_staged(conn, batch)
+
+            self._transaction(whole)
             return
         staged: list[_Staged] = []
 
@@ -220,9 +226,9 @@ class Run:
 
         self._transaction(stage)
         batch = staged[0]
-        with self.engine.connect() as conn:  # the checks read NOS tables only (their workers: their own)
-            batch.checked = self.checks.check_ahead(conn, batch.merged.keys, batch.merged.merged,
-                                                    batch.merged.stored_hashes())
+        with self.engine.connect() as conn:  # reads only: the stored resources, then the NOS tables (workers: theirs)
+            batch.merged = m = self._merge(conn, batch.assigned, batch.lines)
+            batch.checked = self.checks.check_ahead(conn, m.keys, m.merged, m.stored_hashes())
         # What the write needs of the resources to write (the checked ones: new or changed), out of the lock too: their
         # bodies and index rows (the rows were 40 % of the second transaction).
         batch.ready = {k: repository.prepare_ahead(batch.merged.merged[k], keep_last_updated=False)
@@ -231,12 +237,11 @@ class Run:
 
     def _stage(self, conn: Connection, records: list[Record], loose: list[Problem]) -> _Staged:
         """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
-        second leaves keys that a re-run uses again) and the entities merged into the stored resources."""
+        second leaves keys that a re-run uses again) and the repeats marked as seen; the rest is to merge."""
         problems, done, assigned, lines = self._assign(conn, records, loose)
         repeats = self._repeats(conn, assigned)
         done["unchanged"] += len(repeats)
-        assigned = [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats]
-        return _Staged(problems, done, assigned, lines, self._merge(conn, assigned, lines))
+        return _Staged(problems, done, [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats], lines)
 
     def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
         """The second transaction of a batch: the resources an API write (or another import) changed since the first

@@ -1,16 +1,15 @@
 """Import runs: a feed's records become national resources, in batches, with a recorded report.
 
-Each batch writes in one transaction the resources (through ``repository.write_batch``, which skips
-unchanged content), the source contributions, the change rows, the problems and the run counters; its
-identity keys are committed in the transaction before; between the two, out of the write lock, it is
-merged, checked against the profiles and prepared for the write (``_Staged``). An entity that repeats
-what its source said last time, on a resource no one changed since, is only marked as seen
-(``_repeats``): a monthly reload of unchanged files neither merges nor checks again. A run killed at any point leaves whole batches, and
-re-running converges, because ids derive from identity keys and merged content is deterministic. A dry
-run does the same work and rolls every batch back. Disappearance is handled only after a complete,
-unlimited, full-extract run: resources the source said before and no longer says are closed (when the
-source owns their status) or reported, never deleted, and a mass disappearance beyond
-``max_closure_ratio`` is only reported.
+Each batch writes in one transaction the resources (through ``repository.write_batch``, which skips unchanged
+content), the source contributions, the change rows, the problems and the run counters; its identity keys are
+committed in the transaction before; between the two, out of the write lock, it is merged, checked against the
+profiles and prepared for the write (``_Staged``). An entity that repeats what its source said last time, on a
+resource no one changed since, is only marked as seen (``_repeats``): a monthly reload of unchanged files
+neither merges nor checks again. A run killed at any point leaves whole batches, and re-running converges,
+because ids derive from identity keys and merged content is deterministic. A dry run does the same work and
+rolls every batch back. Disappearance is handled only after a complete, unlimited, full-extract run: resources
+the source said before and no longer says are closed (when the source owns their status) or reported, never
+deleted, and a mass disappearance beyond ``max_closure_ratio`` is only reported.
 """
 
 from __future__ import annotations
@@ -209,7 +208,8 @@ class Run:
 
     def _write(self, records: list[Record], loose: list[Problem]) -> None:
         """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
-        transactions, the profile checks between them, out of the write lock (``_Staged``)."""
+        transactions, the merge, the profile checks and what the write needs between them, out of the write lock
+        (``_Staged``)."""
         if self.checks is None:  # no checks to take out of the lock: one transaction
             def whole(conn: Connection) -> tuple[list[Problem], Counter]:
                 batch = self._stage(conn, records, loose)
@@ -244,8 +244,8 @@ class Run:
         return _Staged(problems, done, [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats], lines)
 
     def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
-        """The second transaction of a batch: the resources an API write (or another import) changed since the first
-        are merged again, and checked here; the others' checks are ``batch.checked``."""
+        """The second transaction of a batch: the resources an API write (or another import) changed since they were
+        merged are merged again, and checked and prepared here; the others' checks are ``batch.checked``."""
         m = batch.merged
         before = {k: (cur.version, bytes(cur.content_hash)) for k, (cur, _) in m.current.items()}
         now = {k: (cur.version, cur.content_hash) for k, cur in repository.fetch_current(conn, m.keys).items()}

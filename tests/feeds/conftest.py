@@ -33,13 +33,14 @@ def stored(engine, rtype: str, rid: str) -> dict:
     return orjson.loads(body)
 
 
-def all_stored(engine) -> dict[tuple[str, str], dict]:
-    """Every current resource without its server meta (versionId, lastUpdated)."""
+def all_stored(engine, versions: bool = False) -> dict[tuple[str, str], dict]:
+    """Every current resource without its server meta (lastUpdated; versionId unless ``versions``)."""
+    dropped = ("lastUpdated",) if versions else ("versionId", "lastUpdated")
     out = {}
     with engine.connect() as conn:
         for rtype, rid, body in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.body)):
             res = orjson.loads(body)
-            res["meta"] = {k: v for k, v in res["meta"].items() if k not in ("versionId", "lastUpdated")}
+            res["meta"] = {k: v for k, v in res["meta"].items() if k not in dropped}
             out[(rtype, rid)] = res
     return out
 

@@ -108,14 +108,10 @@ def test_an_edit_made_while_a_batch_is_checked_is_merged_not_overwritten(engine,
 
 def _written(engine) -> dict:
     """Every resource's body and live index rows, without what the write's instant and transaction decide."""
-    out = {}
+    out = {k: {"body": res} for k, res in all_stored(engine, versions=True).items()}
     with engine.connect() as conn:
         rids = {pk: (rtype, rid) for pk, rtype, rid in conn.execute(select(resource.c.pk, resource.c.rtype,
                                                                            resource.c.rid))}
-        for rtype, rid, body in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.body)):
-            res = orjson.loads(body)
-            res["meta"].pop("lastUpdated")
-            out[(rtype, rid)] = {"body": res}
         for kind, table in INDEX_TABLES.items():
             values = [c for c in table.columns if c.name not in ("pk", "since_tx", "until_tx")]
             for pk, *row in conn.execute(select(table.c.pk, *values).where(table.c.until_tx == LIVE_TX)):

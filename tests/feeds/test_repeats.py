@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import orjson
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from ror.feeds import precedence
 from ror.feeds.finess import FinessFeed
@@ -21,8 +20,7 @@ from ror.feeds.schema import feed_contribution
 from ror.store import bulk
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
-from ror.store.schema import resource
-from tests.feeds.conftest import CSD_SAMPLE, FINESS_SAMPLE, RPPS_SAMPLE, stored
+from tests.feeds.conftest import CSD_SAMPLE, FINESS_SAMPLE, RPPS_SAMPLE, all_stored, stored
 from tests.feeds.test_consolidation import _phone
 
 # The one entity of the samples its profile rejects (no national identifier): merged and checked again at every run.
@@ -55,17 +53,6 @@ def _import_all(engine, sources) -> list[Counter]:
     return [Counter({k: v for k, v in run_import(engine, feed, path).counts.items() if v}) for feed, path in sources]
 
 
-def _versions(engine) -> dict[tuple[str, str], tuple[str, dict]]:
-    out = {}
-    with engine.connect() as conn:
-        for rtype, rid, body in conn.execute(select(resource.c.rtype, resource.c.rid, resource.c.body)):
-            res = orjson.loads(body)
-            version = res["meta"].pop("versionId")
-            res["meta"].pop("lastUpdated")
-            out[(rtype, rid)] = (version, res)
-    return out
-
-
 def _forget_what_was_said(engine) -> None:
     with engine.begin() as conn:
         conn.execute(update(feed_contribution).values(said=None, said_version=None))
@@ -75,13 +62,13 @@ def test_a_reload_of_unchanged_sources_merges_nothing_and_changes_nothing(engine
     merges = _merges(monkeypatch)
     first = _import_all(engine, _sources(tmp_path))
     assert sum(merges.values()) > 150 and first[0]["created"] == 100
-    before = _versions(engine)
+    before = all_stored(engine, versions=True)
     merges.clear()
     again = _import_all(engine, _sources(tmp_path))
     assert set(merges) == REJECTED and again[2]["rejected"] == first[2]["rejected"] == 1
     assert [c["created"] + c["updated"] + c["closed"] for c in again] == [0, 0, 0]
     assert again[0]["unchanged"] == 100 and all(c["unchanged"] > 0 for c in again)
-    assert _versions(engine) == before
+    assert all_stored(engine, versions=True) == before
 
 
 def test_what_changed_since_is_merged_again_as_if_nothing_were_remembered(engine, tmp_path, monkeypatch):
@@ -107,7 +94,7 @@ def test_what_changed_since_is_merged_again_as_if_nothing_were_remembered(engine
     merges.clear()
     assert _import_all(forgetful, _sources(tmp_path, renamed=True)) == counts
     assert len(merges) > 150
-    assert _versions(forgetful) == _versions(engine)
+    assert all_stored(forgetful, versions=True) == all_stored(engine, versions=True)
     forgetful.dispose()
     merges.clear()
     assert _import_all(engine, _sources(tmp_path, renamed=True))[0]["unchanged"] == 100 and set(merges) == REJECTED

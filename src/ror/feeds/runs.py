@@ -417,9 +417,9 @@ class Run:
         """The contributions ``contrib`` and the changes ``written``. ``said``: the digest of each entity written and
         the version it left (``_repeats``); the others (rejected, closed) get none, and are merged at the next run."""
         d = _dialect(conn)
-        rows = []
+        said, rows = said or {}, []
         for (rtype, rid), (scope, base) in contrib.items():
-            digest, version = (said or {}).get((rtype, rid), (None, None))
+            digest, version = said.get((rtype, rid), (None, None))
             rows.append({"source": self.feed.source, "rtype": rtype, "rid": rid, "scope": scope,
                          "facets": orjson.dumps(base, option=orjson.OPT_SORT_KEYS), "seen_run": self.run_id,
                          "closed_run": self.run_id if closed else None, "said": digest, "said_version": version})

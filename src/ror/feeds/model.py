@@ -2,7 +2,8 @@
 
 A source module provides a ``Feed``: ``read(path)`` streams ``Record``s (what one source record says,
 as FHIR resources with their identity keys) and ``Problem``s (a rejected record, or a warning about a
-kept one), in file order, never holding the file in memory. References between resources are written
+kept one), in file order, never holding the file in memory; an item is final once yielded (it may be read in
+another process: ``ror.feeds.readahead``). References between resources are written
 as ``ref(rtype, key)`` placeholders and resolved to national ids by the run (``ror.feeds.identity``).
 """
 
@@ -29,9 +30,10 @@ class Entity:
 
     rtype: str
     keys: list[str]
-    resource: dict
+    resource: dict | None  # None while only ``raw`` holds it (from a reader in another process; references resolved)
     scope: str  # kind of record, the unit of disappearance handling (ej, eg, practitioner, ...)
     said: bytes = b""  # digest of what is said, references resolved (set by the run: ``Run._repeats``)
+    raw: bytes = b""  # ``resource`` serialised (the run decodes it only for what it merges: not the repeats)
 
 
 @dataclass(slots=True)
@@ -56,6 +58,9 @@ class Feed:
     source = ""  # finess | rpps | region:<code>
     kind = ""  # finess | rpps | region
     closable: frozenset[str] = frozenset()
+    # What reading a file teaches a feed about it (set by ``read``): a reader in another process sends them along
+    # (``ror.feeds.readahead``).
+    FILE_FACTS = ("complete", "notes", "extraction_date")
 
     def __init__(self) -> None:
         self.complete = True  # False when the file ended mid-record: no disappearance handling then

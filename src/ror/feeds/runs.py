@@ -30,6 +30,7 @@ from ror.feeds import precedence
 from ror.feeds.fileset import FileSet, one_digest
 from ror.feeds.identity import Resolver
 from ror.feeds.model import Entity, Feed, Problem, Record, clip
+from ror.feeds.readahead import read_ahead
 from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
 from ror.feeds.validation import FeedValidation, feed_validator
 from ror.fhirdates import now_stamp
@@ -139,8 +140,9 @@ class _Staged:
 class Run:
     def __init__(self, engine: Engine, feed: Feed, path: Path, *, dry_run: bool, limit: int | None,
                  batch_size: int, full: bool, max_closure_ratio: float,
-                 on_batch: Callable[[Counter], None] | None, validate: bool = True):
+                 on_batch: Callable[[Counter], None] | None, validate: bool = True, fork_reader: bool | None = None):
         self.engine, self.feed, self.path = engine, feed, path
+        self.fork_reader = fork_reader
         self.dry_run, self.limit, self.batch_size, self.full = dry_run, limit, batch_size, full
         self.max_closure_ratio = max_closure_ratio
         self.on_batch = on_batch
@@ -241,7 +243,11 @@ class Run:
         problems, done, assigned, lines = self._assign(conn, records, loose)
         repeats = self._repeats(conn, assigned)
         done["unchanged"] += len(repeats)
-        return _Staged(problems, done, [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats], lines)
+        to_merge = [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats]
+        for _, e in to_merge:
+            if e.resource is None:
+                e.resource = orjson.loads(e.raw)
+        return _Staged(problems, done, to_merge, lines)
 
     def _write_staged(self, conn: Connection, batch: _Staged) -> tuple[list[Problem], Counter]:
         """The second transaction of a batch: the resources an API write (or another import) changed since they were
@@ -280,7 +286,7 @@ class Run:
                     continue
                 self.seen.add(h)
                 self.scopes_seen.add(e.scope)
-                raw = orjson.dumps(e.resource)
+                raw = e.raw or orjson.dumps(e.resource)
                 todo.append((rec, e, raw))
                 wanted.update((e.rtype, k) for k in e.keys)
                 wanted.update(_refs(raw))
@@ -296,7 +302,8 @@ class Run:
         for (_, e, raw) in todo:
             if b'"@' in raw:
                 raw = _resolve_refs(raw, resolver)
-                e.resource = orjson.loads(raw)
+                e.resource = None  # decoded from ``raw`` if it is merged (``_stage``)
+            e.raw = raw
             e.said = _said(e, raw)
         return problems, done, assigned, lines
 
@@ -512,7 +519,7 @@ class Run:
             loose: list[Problem] = []
             n_entities = n_records = 0
             limited = False
-            for item in self.feed.read(self.path):
+            for item in read_ahead(self.feed, self.path, size, self.batch_size, self.fork_reader):
                 if isinstance(item, Problem):
                     loose.append(item)
                     n_records += item.severity == "error"
@@ -557,10 +564,13 @@ class Run:
 
 def run_import(engine: Engine, feed: Feed, path: Path, *, dry_run: bool = False, limit: int | None = None,
                batch_size: int = 2000, full: bool = True, max_closure_ratio: float = 0.2,
-               on_batch: Callable[[Counter], None] | None = None, validate: bool | None = None) -> RunReport:
+               on_batch: Callable[[Counter], None] | None = None, validate: bool | None = None,
+               fork_reader: bool | None = None) -> RunReport:
     """Import ``path`` with ``feed`` and record the run; see the module docstring. ``validate``: check every
-    resource against the ROR profiles before it is stored (default: the ``validate_feeds`` setting)."""
+    resource against the ROR profiles before it is stored (default: the ``validate_feeds`` setting).
+    ``fork_reader``: read the file in a forked process (``ror.feeds.readahead``; default: for large files)."""
     if validate is None:
         validate = get_settings().validate_feeds
     return Run(engine, feed, path, dry_run=dry_run, limit=limit, batch_size=batch_size, full=full,
-               max_closure_ratio=max_closure_ratio, on_batch=on_batch, validate=validate).execute()
+               max_closure_ratio=max_closure_ratio, on_batch=on_batch, validate=validate,
+               fork_reader=fork_reader).execute()

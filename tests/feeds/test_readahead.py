@@ -18,7 +18,7 @@ from ror.feeds.regional import RegionalFeed
 from ror.feeds.reports import run_problems
 from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
-from ror.feeds.schema import feed_run
+from ror.feeds.schema import feed_contribution, feed_run
 from ror.generate.runner import generate
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
@@ -51,6 +51,13 @@ def _outcome(engine, report) -> tuple:
     return report.status, dict(report.counts), report.message, problems
 
 
+def _contributions(engine) -> list[tuple]:
+    c = feed_contribution.c
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(c.source, c.rtype, c.rid, c.scope, c.said, c.said_version)
+                                               .where(c.said.is_not(None)).order_by(c.source, c.rtype, c.rid))]
+
+
 def test_a_forked_reader_gives_the_run_what_reading_in_process_gives(dataset, tmp_path):
     sources = [(FinessFeed, FINESS_SAMPLE), (RppsFeed, RPPS_SAMPLE), (lambda: RegionalFeed("93"), CSD_SAMPLE)]
     sources += [(FinessFeed, p) for p in (dataset / "finess").iterdir()]
@@ -70,6 +77,8 @@ def test_a_forked_reader_gives_the_run_what_reading_in_process_gives(dataset, tm
     assert problems > 50  # the dirty records, rejected or warned about
     forked, in_process = (all_stored(stores[f], versions=True) for f in (True, False))
     assert forked == in_process and len(forked) > 2500
+    said = {f: _contributions(stores[f]) for f in stores}  # what each source said (the digests that find repeats)
+    assert said[True] == said[False] and len(said[True]) > 2500
     assert not multiprocessing.active_children()
 
 

@@ -5,11 +5,16 @@ as FHIR resources with their identity keys) and ``Problem``s (a rejected record,
 kept one), in file order, never holding the file in memory; an item is final once yielded (it may be read in
 another process: ``ror.feeds.readahead``). References between resources are written
 as ``ref(rtype, key)`` placeholders and resolved to national ids by the run (``ror.feeds.identity``).
+
+A record the source gave in the same words last time (its text and what its mapping depends on, ``Feed.mapped``) is
+not mapped again: ``read`` yields a ``Known`` in its place, which the run resolves from what that record gave
+(``ror.feeds.memo``), or maps after all (``Feed.again``) if any of its resources changed since.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +55,25 @@ class Record:
     line: int
     entities: list[Entity]
     warnings: list[Problem] = field(default_factory=list)
+    digest: bytes = b""  # what the record said, as ``Feed.mapped`` knows it (none: it is mapped at every run)
+
+
+@dataclass(slots=True)
+class Known:
+    """A record whose digest the run remembers (``Feed.known``), not mapped: ``mapping`` (a method of the feed and its
+    arguments) maps it if what it gave last time changed since (``Feed.again``)."""
+    line: int
+    digest: bytes
+    mapping: tuple[str, tuple]
+    entities: int  # how many it gave
+
+
+def weight(item: Record | Known | Problem) -> int:
+    """What an item counts for in a batch (whose size is in entities or problems): a record remembered, as much as
+    when it is mapped, so that a run's batches are the same whatever it remembers."""
+    if isinstance(item, Record):
+        return len(item.entities)
+    return item.entities if isinstance(item, Known) else 1
 
 
 class Feed:
@@ -63,12 +87,53 @@ class Feed:
     FILE_FACTS = ("complete", "notes", "extraction_date")
 
     def __init__(self) -> None:
+        self.known: dict[bytes, int] = {}  # digests of the records remembered -> entities each gave (set by the run)
         self.complete = True  # False when the file ended mid-record: no disappearance handling then
         self.notes: list[str] = []  # facts about the file for the run message (encoding, dates, ...)
         self.extraction_date: str | None = None
 
-    def read(self, path: Path) -> Iterator[Record | Problem]:
+    def read(self, path: Path) -> Iterator[Record | Known | Problem]:
         raise NotImplementedError
+
+    def mapped(self, line: int, said: tuple[bytes | str, ...], method: str, *args
+               ) -> Iterator[Record | Known | Problem]:
+        """What ``getattr(self, method)(*args)`` yields for the record at ``line``, unless ``said`` (everything the
+        mapping depends on but line numbers and set-once values: the record's text, the header, what its references
+        name) is known: then a ``Known``. Only a record mapped into one ``Record`` without warnings is remembered: a
+        reload reports the problems of the others again."""
+        digest = hashlib.blake2b(b"\0".join(
+            (mapping_version(), self.source.encode(), *(p.encode() if isinstance(p, str) else p for p in said))),
+            digest_size=16).digest()
+        entities = self.known.get(digest)
+        if entities is not None:
+            yield Known(line, digest, (method, args), entities)
+            return
+        yield from _remembered(list(getattr(self, method)(*args)), digest)
+
+    def again(self, known: Known) -> list[Record | Problem]:
+        """``known``'s record mapped (its resources changed since it was remembered)."""
+        method, args = known.mapping
+        return _remembered(list(getattr(self, method)(*args)), known.digest)
+
+
+def _remembered(items: list[Record | Problem], digest: bytes) -> list[Record | Problem]:
+    if len(items) == 1 and isinstance(items[0], Record) and not items[0].warnings:
+        items[0].digest = digest
+    return items
+
+
+@lru_cache(maxsize=1)
+def mapping_version() -> bytes:
+    """A digest of what maps records, in every record digest (``Feed.mapped``): the feeds' code and tables, the
+    commune table and the identifier checks. A release that changes any of them maps every record again once."""
+    ror = Path(__file__).parent.parent
+    files = sorted(p for p in (ror / "feeds").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += [ror / "geo.py", ror / "data" / "communes.csv", ror / "profiles" / "identifiers.py"]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.relative_to(ror).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.digest()
 
 
 def key(system: str, value: str) -> str:
@@ -89,7 +154,11 @@ def clip(text: str) -> str:
 # UTF-8 text decoded as Windows-1252 and encoded again: each accented letter became "Ã" or "Â" followed by what
 # Windows-1252 makes of a UTF-8 continuation byte (0x80-0xBF): "MÃ©decin".
 _MOJIBAKE = re.compile("[ÂÃ][\u0080-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
-MOJIBAKE_UTF8 = (b"\xc3\x82", b"\xc3\x83")  # "Â", "Ã" in UTF-8: lines without either have nothing to repair
+
+
+def maybe_mojibake(raw: bytes) -> bool:
+    """Whether UTF-8 ``raw`` holds "Â" or "Ã": lines without either have nothing to repair (``repair_mojibake``)."""
+    return b"\xc3\x82" in raw or b"\xc3\x83" in raw
 
 
 def repair_mojibake(text: str) -> str | None:
@@ -150,7 +219,7 @@ class DecodedLines:
                 try:
                     text = raw.decode("utf-8")
                     self.utf8 += not raw.isascii()  # an ASCII line is both: it would make a Latin-1 file "mixed"
-                    if any(m in raw for m in MOJIBAKE_UTF8) and (fixed := repair_mojibake(text)) is not None:
+                    if maybe_mojibake(raw) and (fixed := repair_mojibake(text)) is not None:
                         text = fixed
                         self.repaired.append(n)
                 except UnicodeDecodeError:

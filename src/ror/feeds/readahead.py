@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from ror.feeds.model import Feed, Problem, Record
+from ror.feeds.model import Feed, Known, Problem, Record, weight
 
 # Below this input size the file is read in the run's process, where it takes a fraction of a second: what the reader
 # would save is about the pickling it adds (measured: a reader starts and stops in ~5 ms; a 4.6 MB regional extract
@@ -30,7 +30,8 @@ from ror.feeds.model import Feed, Problem, Record
 MIN_BYTES = 4 * 1024 * 1024
 
 
-def read_ahead(feed: Feed, path, size: int, batch_size: int, fork: bool | None = None) -> Iterator[Record | Problem]:
+def read_ahead(feed: Feed, path, size: int, batch_size: int, fork: bool | None = None
+               ) -> Iterator[Record | Known | Problem]:
     """``feed.read(path)``, from a forked reader when ``fork`` (default: an input of ``size`` bytes of at least
     ``MIN_BYTES``, on a machine with more than one CPU for this process), else in this process. ``batch_size``: the
     run's, in entities (or problems): what the reader sends at a time."""
@@ -74,17 +75,18 @@ def _facts(feed: Feed) -> dict:
 def _read(feed: Feed, path: Path, batch_size: int, sender) -> None:
     """The reader: ``feed.read(path)`` in chunks of ``batch_size`` entities or problems, then ``end``, or the error
     that stopped it."""
-    chunk: list[Record | Problem] = []
+    chunk: list[Record | Known | Problem] = []
     entities = problems = 0
     try:
         for item in feed.read(path):
             chunk.append(item)
+            if isinstance(item, Problem):
+                problems += 1
+                continue
             if isinstance(item, Record):  # sent serialised: bytes cross a pipe far cheaper than nested dicts
                 for e in item.entities:
                     e.raw, e.resource = orjson.dumps(e.resource), None
-                entities += len(item.entities)
-            else:
-                problems += 1
+            entities += weight(item)
             if entities >= batch_size or problems >= batch_size:
                 sender.send(("items", chunk, _facts(feed)))
                 chunk, entities, problems = [], 0, 0

@@ -23,9 +23,9 @@ from ror.errors import InputFileError
 from ror.feeds.fhirmap import ADELI_RANG, FINESS, IDNATPS, IDNATST, OI, RPPS_RANG, SIRENE, org_identifier, region_tag
 from ror.feeds.fileset import FileSet
 from ror.feeds.model import (
-    MOJIBAKE_UTF8,
     Entity,
     Feed,
+    Known,
     Problem,
     Record,
     clip,
@@ -33,6 +33,7 @@ from ror.feeds.model import (
     file_head,
     key,
     luhn_ok,
+    maybe_mojibake,
     nos_code,
     ref,
     repair_strings,
@@ -96,26 +97,11 @@ class RegionalFeed(Feed):
     # FHIR
 
     def _resources(self, path: Path) -> Iterator[tuple[int, object]]:
-        """(line or entry number, parsed JSON) — NDJSON line by line, a Bundle entry by entry (ijson)."""
+        """(line or entry number, parsed JSON or the Problem of a line that is not JSON) — NDJSON line by line, a
+        Bundle entry by entry (ijson)."""
         if is_ndjson(path):
-            repaired: list[int] = []
-            with path.open("rb") as f:
-                for n, line in enumerate(f, 1):
-                    line = line.strip()  # a line cut short would end in its newline: "unexpected control character"
-                    if not line:
-                        continue
-                    try:
-                        res = orjson.loads(line)
-                    except orjson.JSONDecodeError as e:
-                        yield n, Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace"))
-                        continue
-                    if any(m in line for m in MOJIBAKE_UTF8):
-                        res, changed = repair_strings(res)
-                        if changed:
-                            repaired.append(n)
-                    yield n, res
-            if repaired:
-                self.notes.append(f"{path.name}: {repaired_note(repaired)}")
+            for n, line in _lines(path):
+                yield n, _parsed(n, line)[0]
             return
         if "Bundle: 'line' is the entry number" not in self.notes:
             self.notes.append("Bundle: 'line' is the entry number")
@@ -156,38 +142,60 @@ class RegionalFeed(Feed):
         rank = {rtype: i for i, rtype in enumerate(WRITE_ORDER)}
         for path in sorted(paths, key=lambda p: rank.get(first_type.get(p), len(rank))):  # pass 2: resources
             for item in self._fhir_file(path, strongest):
-                if len(paths) > 1:
+                if len(paths) > 1 and not isinstance(item, Known):
                     for p in (item.warnings if isinstance(item, Record) else [item]):
                         p.field = f"{path.name}: {p.field}"
                 yield item
 
-    def _fhir_file(self, path: Path, strongest: dict) -> Iterator[Record | Problem]:
-        for n, res in self._resources(path):
-            if isinstance(res, Problem):
-                yield res
+    def _fhir_file(self, path: Path, strongest: dict) -> Iterator[Record | Known | Problem]:
+        if not is_ndjson(path):
+            for n, res in self._resources(path):
+                yield from self._resource(n, res, strongest)
+            return
+        repaired: list[int] = []
+        for n, line in _lines(path):
+            named = None if maybe_mojibake(line) else _named(line, strongest)
+            if named is None:  # double-encoded (repaired, and noted, each time), or references not found in the text
+                res, fixed = _parsed(n, line)
+                if fixed:
+                    repaired.append(n)
+                yield from self._resource(n, res, strongest)
                 continue
-            text = orjson.dumps(res).decode() if res is not None else ""
-            if not isinstance(res, dict):
-                yield Problem(n, "resource", "not a JSON object", record=text)
-                continue
-            rtype = res.get("resourceType")
-            if rtype not in IMPORTED:
-                served = "served but not part of a regional offer" if rtype in RESOURCE_TYPES else "not served"
-                yield Problem(n, "resourceType", f"'{rtype}' is {served}: regional extracts bring "
-                              f"{', '.join(IMPORTED)}", record=text)
-                continue
-            if not isinstance(res.get("id"), str) or not res["id"]:
-                yield Problem(n, "id", f"{rtype} without an id: references to it could not be followed", record=text)
-                continue
-            keys = self._keys(res)
-            body = {k: v for k, v in res.items() if k not in ("id", "text")}
-            m = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("versionId", "lastUpdated", "tag")}
-            tags = [t for t in (res.get("meta") or {}).get("tag", ()) if t.get("system") != REGION_SYSTEM]
-            m["tag"] = tags + region_tag(self.region)
-            body["meta"] = m
-            warnings: list[Problem] = []
-            self._rewrite(body, strongest, n, text, warnings)
-            yield Record(n, [Entity(rtype, keys, body, rtype)], warnings)
+            said = (line, orjson.dumps(sorted([t, i, k or ""] for (t, i), k in named.items())))
+            yield from self.mapped(n, said, "_line", n, line, named)
+        if repaired:
+            self.notes.append(f"{path.name}: {repaired_note(repaired)}")
+
+    def _line(self, n: int, line: bytes, strongest: dict) -> Iterator[Record | Problem]:
+        """An NDJSON line without double-encoded text, mapped."""
+        yield from self._resource(n, _parsed(n, line)[0], strongest)
+
+    def _resource(self, n: int, res: object, strongest: dict) -> Iterator[Record | Problem]:
+        if isinstance(res, Problem):
+            yield res
+            return
+        text = orjson.dumps(res).decode() if res is not None else ""
+        if not isinstance(res, dict):
+            yield Problem(n, "resource", "not a JSON object", record=text)
+            return
+        rtype = res.get("resourceType")
+        if rtype not in IMPORTED:
+            served = "served but not part of a regional offer" if rtype in RESOURCE_TYPES else "not served"
+            yield Problem(n, "resourceType", f"'{rtype}' is {served}: regional extracts bring "
+                          f"{', '.join(IMPORTED)}", record=text)
+            return
+        if not isinstance(res.get("id"), str) or not res["id"]:
+            yield Problem(n, "id", f"{rtype} without an id: references to it could not be followed", record=text)
+            return
+        keys = self._keys(res)
+        body = {k: v for k, v in res.items() if k not in ("id", "text")}
+        m = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("versionId", "lastUpdated", "tag")}
+        tags = [t for t in (res.get("meta") or {}).get("tag", ()) if t.get("system") != REGION_SYSTEM]
+        m["tag"] = tags + region_tag(self.region)
+        body["meta"] = m
+        warnings: list[Problem] = []
+        self._rewrite(body, strongest, n, text, warnings)
+        yield Record(n, [Entity(rtype, keys, body, rtype)], warnings)
 
     def _rewrite(self, node, strongest: dict, n: int, text: str, warnings: list[Problem]) -> None:
         """Regional references -> placeholders on the referenced resource's strongest key."""
@@ -209,6 +217,48 @@ class RegionalFeed(Feed):
         elif isinstance(node, list):
             for v in node:
                 self._rewrite(v, strongest, n, text, warnings)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The lines of an NDJSON file that are not blank, stripped (a line cut short would end in its newline:
+    "unexpected control character")."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if line:
+                yield n, line
+
+
+def _parsed(n: int, line: bytes) -> tuple[object, bool]:
+    """An NDJSON line parsed (a Problem if it is not JSON), double-encoded text repaired, and whether some was."""
+    try:
+        res = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        return Problem(n, "(line)", f"invalid JSON: {e}", record=line.decode("utf-8", "replace")), False
+    if maybe_mojibake(line):
+        return repair_strings(res)
+    return res, False
+
+
+_REFERENCE_TEXT = re.compile(rb'"reference"\s*:\s*"([^"\\]*)"')
+
+
+def _named(line: bytes, strongest: dict) -> dict[tuple[str, str], str | None] | None:
+    """What the references of an NDJSON line name (``_REF``: type and regional id -> its strongest key, None if not
+    in the extract), found in its text; None when some are not found so (escaped text, a reference not a string):
+    the line is then not remembered (``Feed.mapped``), since what it says depends on those keys too."""
+    found = _REFERENCE_TEXT.findall(line)
+    if len(found) != line.count(b'"reference"'):
+        return None
+    named = {}
+    for value in found:
+        try:
+            m = _REF.match(value.decode())
+        except UnicodeDecodeError:
+            return None
+        if m:
+            named[m.groups()] = strongest.get(m.groups())
+    return named
 
 
 # --- shared with the CSD reader -------------------------------------------------------------------

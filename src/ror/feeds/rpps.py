@@ -14,6 +14,7 @@ what the professional enters afterwards is kept (``ror.feeds.precedence``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from functools import lru_cache
@@ -42,6 +43,7 @@ from ror.feeds.model import (
     DecodedLines,
     Entity,
     Feed,
+    Known,
     Problem,
     Record,
     coding,
@@ -107,41 +109,59 @@ class RppsFeed(Feed):
     source = kind = "rpps"
     closable = frozenset({"practitioner", "site", "offer", "role"})
 
-    def read(self, path: Path) -> Iterator[Record | Problem]:
+    # The header's columns, which the mapping of a record remembered needs if it is mapped in the run's process.
+    FILE_FACTS = (*Feed.FILE_FACTS, "columns", "width")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: dict[str, int] = {}
+        self.width = 0
+
+    def read(self, path: Path) -> Iterator[Record | Known | Problem]:
         m = re.search(r"_(20\d{2})(\d{2})(\d{2})\d*\.", path.name)
         if m:
             self.extraction_date = "-".join(m.groups())
             self.notes.append(f"extraction of {self.extraction_date}")
         lines = DecodedLines(path)
-        cols: dict[str, int] = {}
-        width = 0
-        group: list[tuple[int, str, list[str]]] = []
+        header = b""
+        group: list[tuple[int, str]] = []
+        idnat = ""
         for n, line in lines:
             if n == 1:
-                cols, width = self._header(path, line)
+                header = hashlib.blake2b(f"{line}|{bool(self.extraction_date)}".encode(), digest_size=16).digest()
+                self.columns, self.width = self._header(path, line)
                 continue
             if not line.strip():
                 continue
-            fields = line.split("|")
-            if len(fields) == width + 1 and fields[-1] == "":
-                fields.pop()
-            if len(fields) != width:
-                if len(fields) < width and lines.unterminated:
+            fields = self._fields(line)
+            if len(fields) != self.width:
+                if len(fields) < self.width and lines.unterminated:
                     self.complete = False
                     yield Problem(n, "(line)", f"the file ends in the middle of this record: {len(fields)} fields "
-                                  f"instead of {width} (download cut short?)", record=line)
+                                  f"instead of {self.width} (download cut short?)", record=line)
                 else:
-                    yield Problem(n, "(line)", f"{len(fields)} fields instead of {width}: "
-                                  f"{'truncated line' if len(fields) < width else 'extra fields'}", record=line)
+                    yield Problem(n, "(line)", f"{len(fields)} fields instead of {self.width}: "
+                                  f"{'truncated line' if len(fields) < self.width else 'extra fields'}", record=line)
                 continue
-            idnat = fields[cols["idnat"]]
-            if group and group[0][2][cols["idnat"]] != idnat:
-                yield from self._professional(group, cols)
+            if group and fields[self.columns["idnat"]] != idnat:
+                yield from self._mapped(header, group)
                 group = []
-            group.append((n, line, fields))
+            idnat = fields[self.columns["idnat"]]
+            group.append((n, line))
         if group:
-            yield from self._professional(group, cols)
+            yield from self._mapped(header, group)
         self.notes.append(lines.note())
+
+    def _mapped(self, header: bytes, group: list[tuple[int, str]]) -> Iterator[Record | Known | Problem]:
+        """A professional's lines, mapped unless remembered: its lines and ``header`` say it all (the header's digest
+        with whether the file is dated; the date itself is the creation date's, written once)."""
+        yield from self.mapped(group[0][0], (header, *(line for _, line in group)), "_professional", group)
+
+    def _fields(self, line: str) -> list[str]:
+        fields = line.split("|")
+        if len(fields) == self.width + 1 and fields[-1] == "":  # the trailing separator
+            fields.pop()
+        return fields
 
     @staticmethod
     def _header(path: Path, line: str) -> tuple[dict[str, int], int]:
@@ -157,12 +177,14 @@ class RppsFeed(Feed):
                                  f"{', '.join(repr(m) for m in missing)}")
         return {k: index[name] for k, name in C.items() if name in index}, len(names)
 
-    def _professional(self, group: list[tuple[int, str, list[str]]], cols: dict[str, int]
-                      ) -> Iterator[Record | Problem]:
+    def _professional(self, group: list[tuple[int, str]]) -> Iterator[Record | Problem]:
+        cols = self.columns
+
         def get(fields: list[str], name: str) -> str:
             i = cols.get(name)
             return fields[i].strip() if i is not None else ""
 
+        group = [(n, line, self._fields(line)) for n, line in group]
         first_n, _, first = group[0]
         idnat, kind, ident = get(first, "idnat"), get(first, "type"), get(first, "id")
         why = _pp_problem(kind, ident, idnat)

@@ -29,7 +29,8 @@ from ror.errors import InputFileError
 from ror.feeds import precedence
 from ror.feeds.fileset import FileSet, one_digest
 from ror.feeds.identity import Resolver
-from ror.feeds.model import Entity, Feed, Problem, Record, clip
+from ror.feeds.memo import Gave, Memo
+from ror.feeds.model import Entity, Feed, Known, Problem, Record, clip, weight
 from ror.feeds.readahead import read_ahead
 from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
 from ror.feeds.validation import FeedValidation, feed_validator
@@ -151,6 +152,7 @@ class Run:
         self.seen: set[int] = set()  # (rtype, strongest key) already written by this run
         self.scopes_seen: set[str] = set()
         self.run_id = 0
+        self.memo = Memo(feed.source)
         self.deferred: list[tuple[tuple[str, Entity], int]] = []  # held back for a reference not yet written
         # Profile validation of what is stored (``ror.feeds.validation``), large batches in worker processes
         # (``ror.profiles.parallel``); None: ROR_VALIDATE_FEEDS=false.
@@ -208,7 +210,7 @@ class Run:
             self.on_batch(done)
         return done
 
-    def _write(self, records: list[Record], loose: list[Problem]) -> None:
+    def _write(self, records: list[Record | Known], loose: list[Problem]) -> None:
         """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
         transactions, the merge, the profile checks and what the write needs between them, out of the write lock
         (``_Staged``)."""
@@ -237,11 +239,31 @@ class Run:
                        for k in batch.checked}
         self._transaction(lambda conn: self._write_staged(conn, batch))
 
-    def _stage(self, conn: Connection, records: list[Record], loose: list[Problem]) -> _Staged:
+    def _stage(self, conn: Connection, items: list[Record | Known], loose: list[Problem]) -> _Staged:
         """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
-        second leaves keys that a re-run uses again) and the repeats marked as seen; the rest is to merge."""
-        problems, done, assigned, lines = self._assign(conn, records, loose)
-        repeats = self._repeats(conn, assigned)
+        second leaves keys that a re-run uses again), the records remembered (``ror.feeds.memo``) and the repeats
+        marked as seen; the rest is to merge. A remembered record of which a resource is not a repeat (changed since,
+        by the API or another source) is mapped again and taken as if it had not been remembered."""
+        problems = list(loose)
+        rejected = sum(1 for p in loose if p.severity == "error")
+        done: Counter = Counter(records=len(items) + rejected, rejected=rejected)
+        recalled = self.memo.recall(conn, [i.digest for i in items if isinstance(i, Known)])
+        order: dict[int, int] = {}  # each entity's item (by ``id``): its place in the batch
+        assigned, lines, recalls, mapped = self._assign(conn, items, recalled, problems, done, order)
+        repeats = self._repeats(conn, assigned + [a for _, got in recalls for a in got])
+        stale = [(known, got) for known, got in recalls if any((e.rtype, rid) not in repeats for rid, e in got)]
+        if stale:
+            claimed = {id(known): {hash((e.rtype, e.keys[0])) for _, e in got} for known, got in stale}
+            more, more_lines, _, more_mapped = self._assign(conn, [k for k, _ in stale], {}, problems, done, order,
+                                                            claimed)
+            kept = {(e.rtype, rid) for known, got in recalls if id(known) not in claimed for rid, e in got} & repeats
+            assigned += more
+            repeats = kept | self._repeats(conn, assigned)  # again: a resource twice in the batch is merged
+            lines.update(more_lines)
+            mapped += more_mapped
+            assigned.sort(key=lambda a: order[id(a[1])])  # merged in file order
+        self.memo.remember(conn, [(r.digest, r.entities) for r in mapped if r.digest],
+                           {id(e): rid for rid, e in assigned})
         done["unchanged"] += len(repeats)
         to_merge = [(rid, e) for rid, e in assigned if (e.rtype, rid) not in repeats]
         for _, e in to_merge:
@@ -268,28 +290,55 @@ class Run:
         done["warnings"] += sum(1 for p in problems if p.severity == "warning")
         return problems, done
 
-    def _assign(self, conn: Connection, records: list[Record], loose: list[Problem]
-                ) -> tuple[list[Problem], Counter, list[tuple[str, Entity]], dict[int, int]]:
-        """The national id of each entity of ``records`` (identity keys), its references resolved: the problems so
-        far, the counts, the (id, entity) pairs and each entity's line."""
-        problems = list(loose)
-        rejected = sum(1 for p in loose if p.severity == "error")
-        done: Counter = Counter(records=len(records) + rejected, rejected=rejected)
+    def _assign(self, conn: Connection, items: list[Record | Known], recalled: dict[bytes, list[Gave]],
+                problems: list[Problem], done: Counter, order: dict[int, int],
+                claimed: dict[int, set[int]] | None = None
+                ) -> tuple[list[tuple[str, Entity]], dict[int, int], list[tuple[Known, list[tuple[str, Entity]]]],
+                           list[Record]]:
+        """The national id of each entity of ``items``, in file order, its references resolved: the (id, entity)
+        pairs, each entity's line, the remembered records recalled (``_recall``) with theirs, and the records mapped.
+        A remembered record not in ``recalled`` is mapped again; ``claimed``: for such records (by ``id``) the
+        entities they take (those their recall took), whoever took them since. Adds to ``problems`` and ``done``, and
+        to ``order`` the place of each entity's item in ``items`` (or where ``order`` already has it)."""
         resolver = Resolver(conn)
         todo: list[tuple[Record, Entity, bytes]] = []
         wanted: set[tuple[str, str]] = set()
-        for rec in records:
-            problems.extend(rec.warnings)
-            for e in rec.entities:
-                h = hash((e.rtype, e.keys[0]))
-                if h in self.seen:
+        recalls: list[tuple[Known, list[tuple[str, Entity]]]] = []
+        mapped: list[Record] = []
+        for place, item in enumerate(items):
+            place = order.setdefault(id(item), place)
+            if isinstance(item, Known):
+                got = self._recall(recalled.get(item.digest))
+                if got is not None:
+                    recalls.append((item, got))
                     continue
-                self.seen.add(h)
-                self.scopes_seen.add(e.scope)
-                raw = e.raw or orjson.dumps(e.resource)
-                todo.append((rec, e, raw))
-                wanted.update((e.rtype, k) for k in e.keys)
-                wanted.update(_refs(raw))
+                records = []
+                for again in self.feed.again(item):
+                    if isinstance(again, Problem):
+                        problems.append(again)
+                        done["rejected"] += again.severity == "error"
+                    else:
+                        records.append(again)
+            else:
+                records = [item]
+            takes = (claimed or {}).get(id(item))
+            for rec in records:
+                mapped.append(rec)
+                problems.extend(rec.warnings)
+                for e in rec.entities:
+                    h = hash((e.rtype, e.keys[0]))
+                    if takes is not None:
+                        if h not in takes:
+                            continue
+                    elif h in self.seen:
+                        continue
+                    self.seen.add(h)
+                    self.scopes_seen.add(e.scope)
+                    raw = e.raw or orjson.dumps(e.resource)
+                    todo.append((rec, e, raw))
+                    order[id(e)] = place
+                    wanted.update((e.rtype, k) for k in e.keys)
+                    wanted.update(_refs(raw))
         resolver.load(wanted)
         assigned: list[tuple[str, Entity]] = []
         lines = {id(e): rec.line for rec, e, _ in todo}
@@ -305,7 +354,23 @@ class Run:
                 e.resource = None  # decoded from ``raw`` if it is merged (``_stage``)
             e.raw = raw
             e.said = _said(e, raw)
-        return problems, done, assigned, lines
+        return assigned, lines, recalls, mapped
+
+    def _recall(self, gave: list[Gave] | None) -> list[tuple[str, Entity]] | None:
+        """The entities a remembered record gave that it takes now, in file order (an earlier record may have given
+        some first), or None if it must be mapped again: not remembered any more (another run forgot it), or
+        first to give an entity an earlier record gave when it was remembered."""
+        if gave is None or any(g.rid is None and hash((g.rtype, g.key)) not in self.seen for g in gave):
+            return None
+        got = []
+        for g in gave:
+            h = hash((g.rtype, g.key))
+            if h in self.seen:
+                continue
+            self.seen.add(h)
+            self.scopes_seen.add(g.scope)
+            got.append((g.rid, Entity(g.rtype, [g.key], None, g.scope, said=g.said)))
+        return got
 
     def _repeats(self, conn: Connection, assigned: list[tuple[str, Entity]]) -> set[tuple[str, str]]:
         """The resources of ``assigned`` whose one entity this batch repeats what the source said last time, on the
@@ -483,6 +548,10 @@ class Run:
                 self._transaction(lambda conn, chunk=missing[i:i + self.batch_size], sc=scope:
                                   self._close(conn, chunk, sc))
 
+    def _forget(self, conn: Connection) -> tuple[list[Problem], Counter]:
+        self.memo.forget(conn)
+        return [], Counter()
+
     def _close(self, conn: Connection, keys: list[tuple[str, str]], scope: str) -> tuple[list[Problem], Counter]:
         current = self._current(conn, keys)
         bases, _ = self._bases(conn, keys)
@@ -519,6 +588,9 @@ class Run:
             loose: list[Problem] = []
             n_entities = n_records = 0
             limited = False
+            with self.engine.connect() as conn:
+                self.memo.load(conn)
+            self.feed.known = self.memo.known
             for item in read_ahead(self.feed, self.path, size, self.batch_size, self.fork_reader):
                 if isinstance(item, Problem):
                     loose.append(item)
@@ -526,7 +598,7 @@ class Run:
                 else:
                     records.append(item)
                     n_records += 1
-                    n_entities += len(item.entities)
+                    n_entities += weight(item)
                 if n_entities >= self.batch_size or len(loose) >= self.batch_size:
                     self._write(records, loose)
                     records, loose, n_entities = [], [], 0
@@ -545,6 +617,7 @@ class Run:
                 notes.append("partial extract: disappearance not handled")
             else:
                 self._disappear()
+                self._transaction(self._forget)
         except KeyboardInterrupt:
             self._finish("interrupted", "interrupted by the user")
             raise

@@ -7,6 +7,8 @@
 - ``feed_contribution``: what each source last said about each resource (hash per element) and the
   run that last saw it: the base of the three-way merge and of disappearance detection; and the digest of
   what it said with the resource's version once merged, which let a reload skip what repeats (``ror.feeds.runs``).
+- ``feed_record``: the digest of each record a source gave (its text and what its mapping depends on) with the
+  resources it gave, which let a reload skip mapping it again (``ror.feeds.memo``).
 """
 
 from __future__ import annotations
@@ -105,4 +107,16 @@ feed_contribution = Table(
     Index("ix_feed_contribution_resource", "rtype", "rid"),
 )
 
-TABLES = [feed_run, feed_problem, feed_change, feed_identity, feed_contribution]
+feed_record = Table(
+    "feed_record",
+    metadata,
+    Column("source", String(40), nullable=False),
+    Column("digest", LargeBinary, nullable=False),  # ``Feed.mapped``
+    Column("entities", Integer, nullable=False),  # how many it gave: a run's batches count them (``model.weight``)
+    # JSON [[rtype, strongest key, scope, rid, said], ...]: each entity of the record; rid and said (hex, the
+    # entity's ``said``) are null for an entity an earlier record of the file gave first
+    Column("gave", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("source", "digest", name="pk_feed_record"),
+)
+
+TABLES = [feed_run, feed_problem, feed_change, feed_identity, feed_contribution, feed_record]

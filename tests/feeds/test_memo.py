@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 
 from ror.feeds import model
 from ror.feeds.fileset import collect
+from ror.feeds.finess import FinessFeed
 from ror.feeds.model import Entity, Feed, Known, Record
 from ror.feeds.regional import RegionalFeed
 from ror.feeds.rpps import C, RppsFeed
@@ -39,7 +40,7 @@ def dataset(tmp_path_factory):
 
 
 def _sources(data) -> list[tuple]:
-    return [(RppsFeed, next((data / "rpps").iterdir())),
+    return [(FinessFeed, next((data / "finess").iterdir())), (RppsFeed, next((data / "rpps").iterdir())),
             (lambda: RegionalFeed(REGION), collect([data / "fhir" / REGION]))]
 
 
@@ -57,7 +58,8 @@ def _remembered(engine) -> int:
 def mappings(monkeypatch) -> Counter:
     """Records mapped, by feed method, and the records remembered but mapped again (``again``), in this process."""
     calls: Counter = Counter()
-    for cls, name in ((RppsFeed, "_professional"), (RegionalFeed, "_line"), (RegionalFeed, "_resource")):
+    for cls, name in ((FinessFeed, "_ej_line"), (FinessFeed, "_et_line"), (RppsFeed, "_professional"),
+                      (RegionalFeed, "_line"), (RegionalFeed, "_resource")):
         original = getattr(cls, name)
 
         def counted(self, *args, _original=original, _name=name):
@@ -113,11 +115,12 @@ def test_a_reload_of_unchanged_files_maps_again_only_what_it_cannot_remember(dat
     # mapped: the records with problems, each reported again as before, and again those the profiles rejected
     # (remembered, but what they said was not kept: checked again)
     problems = [sum(1 for p in o[3] if p[3] == "error" or "reference" in p[1]) for o in first]
-    assert 0 < mappings["_professional"] <= problems[0]
-    assert mappings["_resource"] - mappings["_line"] <= problems[1]
-    assert 0 < mappings["again"] == mappings["_line"] <= reload[1][1]["rejected"]
+    assert 0 < mappings["_ej_line"] + mappings["_et_line"] <= problems[0]
+    assert 0 < mappings["_professional"] <= problems[1]
+    assert mappings["_resource"] - mappings["_line"] <= problems[2]
+    assert 0 < mappings["again"] == mappings["_line"] <= reload[2][1]["rejected"]
     assert reload == settled
-    assert [sum(o[1].get(k, 0) for k in ("created", "updated", "closed")) for o in reload] == [0, 0]
+    assert [sum(o[1].get(k, 0) for k in ("created", "updated", "closed")) for o in reload] == [0, 0, 0]
     assert all_stored(engine, versions=True) == before
 
 
@@ -151,6 +154,18 @@ def _rpps_changed(path, out) -> str:
     return site
 
 
+def _finess_moved(path, out) -> str:
+    """The FINESS file with the coordinates of its first establishment moved (its structureet line unchanged: what
+    its record says comes from two lines). Returns its FINESS number."""
+    lines = path.read_bytes().split(b"\n")
+    i = next(i for i, line in enumerate(lines) if line.startswith(b"geolocalisation;"))
+    f = lines[i].split(b";")
+    f[2] = str(float(f[2]) + 5000).encode()
+    lines[i] = b";".join(f)
+    out.write_bytes(b"\n".join(lines))
+    return f[1].decode()
+
+
 def test_whatever_changed_a_run_gives_what_it_gives_when_nothing_is_remembered(dataset, tmp_path, mappings):
     stores = _stores(tmp_path)
     sources = _sources(dataset)
@@ -159,16 +174,24 @@ def test_whatever_changed_a_run_gives_what_it_gives_when_nothing_is_remembered(d
     role = next(k for k in all_stored(stores["remembers"]) if k[0] == "PractitionerRole" and k[1].startswith("so-"))
     edited = stored(stores["remembers"], *role)
     edited["active"] = False
+    finess = tmp_path / sources[0][1].name
+    moved = _finess_moved(sources[0][1], finess)
+    establishment = next(res for (t, rid), res in all_stored(stores["remembers"]).items() if t == "Organization"
+                         and rid.startswith("fin-") and "partOf" in res and rid != f"fin-{moved}")
+    establishment["name"] = "RENAMED THROUGH THE API"  # FINESS owns the name: its next run names it again
     for engine in stores.values():
-        bulk.upsert(engine, [edited])
+        bulk.upsert(engine, [edited, establishment])
     rpps = tmp_path / "PS_LibreAcces_Personne_activite_202612020612.txt"
-    _rpps_changed(sources[0][1], rpps)
-    changed = [(RppsFeed, rpps), sources[1]]
+    _rpps_changed(sources[1][1], rpps)
+    place = stored(stores["remembers"], "Organization", f"fin-{moved}")["address"]
+    changed = [(FinessFeed, finess), (RppsFeed, rpps), sources[2]]
     mappings.clear()
     got = _run_both(stores, changed)
     assert got["remembers"] == got["forgets"]
-    assert got["remembers"][0][1]["closed"] > 0 and got["remembers"][0][1]["updated"] > 0
-    assert mappings["again"] >= 1
+    assert got["remembers"][1][1]["closed"] > 0 and got["remembers"][1][1]["updated"] > 0
+    assert got["remembers"][0][1]["updated"] == 2 and mappings["again"] >= 2
+    assert stored(stores["remembers"], "Organization", establishment["id"])["name"] != establishment["name"]
+    assert stored(stores["remembers"], "Organization", f"fin-{moved}")["address"] != place
     _same(stores)
     for engine in stores.values():
         bulk.upsert(engine, [edited])
@@ -183,7 +206,7 @@ def test_whatever_changed_a_run_gives_what_it_gives_when_nothing_is_remembered(d
 def test_an_entity_is_taken_from_the_record_that_says_it_first(dataset, tmp_path):
     """The changed line says the site first, a remembered one after it: the site is the changed line's."""
     stores = _stores(tmp_path)
-    source = _sources(dataset)[0]
+    source = _sources(dataset)[1]
     _run_both(stores, [source])
     rpps = tmp_path / "PS_LibreAcces_Personne_activite_202612020612.txt"
     site = _rpps_changed(source[1], rpps)
@@ -213,15 +236,18 @@ class _OneRecord(Feed):
     def _one(self, line: int):
         yield Record(line, [Entity("Organization", ["k"], {"resourceType": "Organization"}, "ej")])
 
+    def mapped_one(self, line: int, said: tuple[str, ...]):
+        return next(self.mapped(line, said, lambda: self._one(line), ("_one", (line,))))
+
 
 def test_a_record_digest_changes_with_what_maps_it(monkeypatch):
     feed = _OneRecord()
     digests = []
     for version in (b"v1", b"v1", b"v2"):
         monkeypatch.setattr(model, "mapping_version", lambda v=version: v)
-        digests.append(next(feed.mapped(1, ("header", "line"), "_one", 1)).digest)
+        digests.append(feed.mapped_one(1, ("header", "line")).digest)
     assert digests[0] == digests[1] != digests[2]
     feed.known = {digests[2]: 1}
-    known = next(feed.mapped(7, ("header", "line"), "_one", 7))
+    known = feed.mapped_one(7, ("header", "line"))
     assert isinstance(known, Known) and known.line == 7 and feed.again(known)[0].digest == digests[2]
-    assert next(feed.mapped(1, ("header", "other line"), "_one", 1)).digest not in digests
+    assert feed.mapped_one(1, ("header", "other line")).digest not in digests

@@ -41,13 +41,16 @@ from ror.feeds.model import (
     DecodedLines,
     Entity,
     Feed,
+    Known,
     Problem,
     Record,
     concept,
+    decode_line,
     file_head,
     finess_problem,
     key,
     nos_code,
+    read_line,
     ref,
     separator_error,
     siret_problem,
@@ -123,7 +126,7 @@ class FinessFeed(Feed):
     source = kind = "finess"
     closable = frozenset({"ej", "eg"})
 
-    def read(self, path: Path) -> Iterator[Record | Problem]:
+    def read(self, path: Path) -> Iterator[Record | Known | Problem]:
         head = file_head(path)
         if head[:1] in (b"{", b"["):
             from ror.feeds.finess_json import read_structures
@@ -142,7 +145,7 @@ class FinessFeed(Feed):
 
     # raw etalab file
 
-    def _etalab(self, path: Path, first: str) -> Iterator[Record | Problem]:
+    def _etalab(self, path: Path, first: str) -> Iterator[Record | Known | Problem]:
         if first.startswith("finess;"):
             parts = first.split(";")
             if len(parts) >= 4 and _DATE.match(parts[3]):
@@ -151,6 +154,7 @@ class FinessFeed(Feed):
         else:
             self.notes.append("no manifest line (finess;etalab;<n>;<date>)")
         geo: dict[str, tuple[str, str, str]] = {}
+        dated = "dated" if self.extraction_date else ""  # the date itself is the creation date's, written once
         lines = DecodedLines(path)
         for n, line in lines:  # pass 1: legal entities, coordinates
             kind = line.split(";", 1)[0]
@@ -167,24 +171,45 @@ class FinessFeed(Feed):
                 if len(fields) not in (len(EJ_FIELDS), len(EJ_FIELDS) + 1):
                     yield self._count_problem(n, line, fields, len(EJ_FIELDS), lines)
                     continue
-                yield self._ej(n, line, dict(zip(EJ_FIELDS, fields, strict=False)))
+                yield from self.mapped(n, ("ej", dated, line), lambda n=n, line=line: self._ej_line(n, line),
+                                       ("_ej_at", (str(path), n, lines.span)))
             else:
                 yield Problem(n, "record type", f"unknown record type '{kind[:40]}' (expected structureet, "
                                                 f"geolocalisation or structureej)", record=line)
         self.notes.append(lines.note())
-        for n, line in DecodedLines(path):  # pass 2: establishments
+        establishments = DecodedLines(path)
+        for n, line in establishments:  # pass 2
             if not line.startswith("structureet;"):
                 continue
             fields = split_csv(line, ";")[1:]
             if len(fields) not in (len(ET_FIELDS) - 1, len(ET_FIELDS)):
                 yield self._count_problem(n, line, fields, len(ET_FIELDS), lines)
                 continue
-            et = dict(zip(ET_FIELDS, fields, strict=False))
-            et["cog"] = _cog(et["departement"], et["commune"])
-            et["postcode"], _, et["city"] = et["ligneacheminement"].partition(" ")
-            x, y, src = geo.get(et["nofinesset"], ("", "", ""))
-            et.update(coordx=x, coordy=y, geosource=src)
-            yield self._eg(n, line, et)
+            place = geo.get(fields[0], ("", "", ""))  # nofinesset
+            yield from self.mapped(n, ("eg", dated, line, *place),
+                                   lambda n=n, line=line, place=place: self._et_line(n, line, place),
+                                   ("_et_at", (str(path), n, establishments.span, place)))
+
+    # A structureej or structureet line mapped, with the coordinates of an establishment (``Feed.mapped``); or read
+    # again where it is in the file, if it was remembered and must be mapped after all
+
+    def _ej_line(self, n: int, line: str) -> Iterator[Record | Problem]:
+        yield self._ej(n, line, dict(zip(EJ_FIELDS, split_csv(line, ";")[1:], strict=False)))
+
+    def _ej_at(self, path: str, n: int, span: tuple[int, int]) -> Iterator[Record | Problem]:
+        yield from self._ej_line(n, decode_line(read_line(path, span))[0])
+
+    def _et_at(self, path: str, n: int, span: tuple[int, int], place: tuple[str, str, str]
+               ) -> Iterator[Record | Problem]:
+        yield from self._et_line(n, decode_line(read_line(path, span))[0], place)
+
+    def _et_line(self, n: int, line: str, place: tuple[str, str, str]) -> Iterator[Record | Problem]:
+        et = dict(zip(ET_FIELDS, split_csv(line, ";")[1:], strict=False))
+        et["cog"] = _cog(et["departement"], et["commune"])
+        et["postcode"], _, et["city"] = et["ligneacheminement"].partition(" ")
+        x, y, src = place
+        et.update(coordx=x, coordy=y, geosource=src)
+        yield self._eg(n, line, et)
 
     def _count_problem(self, n: int, line: str, fields: list[str], expected: int, lines: DecodedLines) -> Problem:
         truncated = len(fields) < expected - 1

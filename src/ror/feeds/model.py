@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -95,20 +95,21 @@ class Feed:
     def read(self, path: Path) -> Iterator[Record | Known | Problem]:
         raise NotImplementedError
 
-    def mapped(self, line: int, said: tuple[bytes | str, ...], method: str, *args
-               ) -> Iterator[Record | Known | Problem]:
-        """What ``getattr(self, method)(*args)`` yields for the record at ``line``, unless ``said`` (everything the
-        mapping depends on but line numbers and set-once values: the record's text, the header, what its references
-        name) is known: then a ``Known``. Only a record mapped into one ``Record`` without warnings is remembered: a
-        reload reports the problems of the others again."""
+    def mapped(self, line: int, said: tuple[bytes | str, ...], now: Callable[[], Iterable[Record | Problem]],
+               later: tuple[str, tuple]) -> Iterator[Record | Known | Problem]:
+        """What ``now()`` maps of the record at ``line``, unless ``said`` (everything the mapping depends on but line
+        numbers and set-once values: the record's text, the header, what its references name) is known: then a
+        ``Known``, which maps it ``later`` (a method of the feed and its arguments: where the record is in the file,
+        not its text, which would cross the reader's pipe again) if it must. Only a record mapped into one ``Record``
+        without warnings is remembered: a reload reports the problems of the others again."""
         digest = hashlib.blake2b(b"\0".join(
             (mapping_version(), self.source.encode(), *(p.encode() if isinstance(p, str) else p for p in said))),
             digest_size=16).digest()
         entities = self.known.get(digest)
         if entities is not None:
-            yield Known(line, digest, (method, args), entities)
+            yield Known(line, digest, later, entities)
             return
-        yield from _remembered(list(getattr(self, method)(*args)), digest)
+        yield from _remembered(list(now()), digest)
 
     def again(self, known: Known) -> list[Record | Problem]:
         """``known``'s record mapped (its resources changed since it was remembered)."""
@@ -122,12 +123,19 @@ def _remembered(items: list[Record | Problem], digest: bytes) -> list[Record | P
     return items
 
 
+# Modules of ror.feeds that do not map records: what they do to a record comes after its digest.
+_NOT_MAPPING = frozenset({"__init__.py", "fileset.py", "identity.py", "memo.py", "precedence.py", "readahead.py",
+                          "reports.py", "runs.py", "schema.py", "validation.py"})
+
+
 @lru_cache(maxsize=1)
 def mapping_version() -> bytes:
-    """A digest of what maps records, in every record digest (``Feed.mapped``): the feeds' code and tables, the
-    commune table and the identifier checks. A release that changes any of them maps every record again once."""
+    """A digest of what maps records, in every record digest (``Feed.mapped``): the feeds' mapping code and tables,
+    the commune table and the identifier checks. A release that changes any of them maps every record again once (the
+    merge rules are in each entity's own digest: ``runs._said``)."""
     ror = Path(__file__).parent.parent
-    files = sorted(p for p in (ror / "feeds").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(p for p in (ror / "feeds").rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.name not in _NOT_MAPPING)
     files += [ror / "geo.py", ror / "data" / "communes.csv", ror / "profiles" / "identifiers.py"]
     h = hashlib.sha256()
     for f in files:
@@ -193,6 +201,33 @@ def repaired_note(lines: list[int]) -> str:
             f"meant: line(s) {shown}")
 
 
+def decode_line(raw: bytes) -> tuple[str, str]:
+    """A line's text, without its line end, and how it was decoded: "ascii", "utf-8", "repaired" (UTF-8
+    double-encoded, ``repair_mojibake``) or "legacy" (Windows-1252, Latin-1 for the five bytes cp1252 leaves
+    undefined)."""
+    try:
+        text = raw.decode("utf-8")
+        how = "ascii" if raw.isascii() else "utf-8"
+        if maybe_mojibake(raw) and (fixed := repair_mojibake(text)) is not None:
+            text, how = fixed, "repaired"
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        how = "legacy"
+    return text.rstrip("\r\n"), how
+
+
+def read_line(path: str | Path, span: tuple[int, int]) -> bytes:
+    """The bytes of the line at ``span`` (offset, length) of ``path``, line end included: a record remembered is
+    sent as where it is (``Known``), and read again only if it must be mapped."""
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        raw = f.read(span[1])
+    return raw[3:] if span[0] == 0 and raw.startswith(b"\xef\xbb\xbf") else raw
+
+
 class DecodedLines:
     """Lines of a text file decoded one by one: UTF-8 when valid, else Windows-1252 (Latin-1 for the
     five bytes cp1252 leaves undefined). Per line, so a file that mixes both still reads right and a
@@ -205,30 +240,28 @@ class DecodedLines:
         self.legacy = 0
         self.repaired: list[int] = []  # line numbers
         self.unterminated = False  # the last line has no line end: the file may have been cut
+        self.span = (0, 0)  # of the last line read: offset and length in bytes
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
+        """(line number, text); ``span`` is then where the line is in the file (``read_line``)."""
         try:
             f = self.path.open("rb")
         except OSError as e:
             raise InputFileError(f"{self.path}: cannot be read ({e.strerror})") from None
+        offset = 0
         with f:
             for n, raw in enumerate(f, 1):
+                self.span = (offset, len(raw))
+                offset += len(raw)
                 if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 self.unterminated = not raw.endswith(b"\n")
-                try:
-                    text = raw.decode("utf-8")
-                    self.utf8 += not raw.isascii()  # an ASCII line is both: it would make a Latin-1 file "mixed"
-                    if maybe_mojibake(raw) and (fixed := repair_mojibake(text)) is not None:
-                        text = fixed
-                        self.repaired.append(n)
-                except UnicodeDecodeError:
-                    try:
-                        text = raw.decode("cp1252")
-                    except UnicodeDecodeError:
-                        text = raw.decode("latin-1")
-                    self.legacy += 1
-                yield n, text.rstrip("\r\n")
+                text, how = decode_line(raw)
+                self.utf8 += how in ("utf-8", "repaired")  # an ASCII line is both: it would make a Latin-1 file "mixed"
+                self.legacy += how == "legacy"
+                if how == "repaired":
+                    self.repaired.append(n)
+                yield n, text
 
     def note(self) -> str:
         if self.legacy and self.utf8:

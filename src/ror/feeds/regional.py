@@ -35,6 +35,7 @@ from ror.feeds.model import (
     luhn_ok,
     maybe_mojibake,
     nos_code,
+    read_line,
     ref,
     repair_strings,
     repaired_note,
@@ -100,7 +101,7 @@ class RegionalFeed(Feed):
         """(line or entry number, parsed JSON or the Problem of a line that is not JSON) — NDJSON line by line, a
         Bundle entry by entry (ijson)."""
         if is_ndjson(path):
-            for n, line in _lines(path):
+            for n, line, _ in _lines(path):
                 yield n, _parsed(n, line)[0]
             return
         if "Bundle: 'line' is the entry number" not in self.notes:
@@ -153,7 +154,7 @@ class RegionalFeed(Feed):
                 yield from self._resource(n, res, strongest)
             return
         repaired: list[int] = []
-        for n, line in _lines(path):
+        for n, line, span in _lines(path):
             named = None if maybe_mojibake(line) else _named(line, strongest)
             if named is None:  # double-encoded (repaired, and noted, each time), or references not found in the text
                 res, fixed = _parsed(n, line)
@@ -162,13 +163,17 @@ class RegionalFeed(Feed):
                 yield from self._resource(n, res, strongest)
                 continue
             said = (line, orjson.dumps(sorted([t, i, k or ""] for (t, i), k in named.items())))
-            yield from self.mapped(n, said, "_line", n, line, named)
+            yield from self.mapped(n, said, lambda n=n, line=line, named=named: self._line(n, line, named),
+                                   ("_line_at", (str(path), n, span, named)))
         if repaired:
             self.notes.append(f"{path.name}: {repaired_note(repaired)}")
 
     def _line(self, n: int, line: bytes, strongest: dict) -> Iterator[Record | Problem]:
         """An NDJSON line without double-encoded text, mapped."""
         yield from self._resource(n, _parsed(n, line)[0], strongest)
+
+    def _line_at(self, path: str, n: int, span: tuple[int, int], strongest: dict) -> Iterator[Record | Problem]:
+        yield from self._line(n, read_line(path, span).strip(), strongest)
 
     def _resource(self, n: int, res: object, strongest: dict) -> Iterator[Record | Problem]:
         if isinstance(res, Problem):
@@ -219,14 +224,16 @@ class RegionalFeed(Feed):
                 self._rewrite(v, strongest, n, text, warnings)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes, tuple[int, int]]]:
     """The lines of an NDJSON file that are not blank, stripped (a line cut short would end in its newline:
-    "unexpected control character")."""
+    "unexpected control character"), with where each is (offset, length: ``read_line``)."""
+    offset = 0
     with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
             if line:
-                yield n, line
+                yield n, line, (offset, len(raw))
+            offset += len(raw)
 
 
 def _parsed(n: int, line: bytes) -> tuple[object, bool]:

@@ -48,9 +48,11 @@ from ror.feeds.model import (
     Record,
     coding,
     concept,
+    decode_line,
     finess_problem,
     key,
     nos_code,
+    read_line,
     ref,
     separator_error,
     siret_problem,
@@ -124,7 +126,7 @@ class RppsFeed(Feed):
             self.notes.append(f"extraction of {self.extraction_date}")
         lines = DecodedLines(path)
         header = b""
-        group: list[tuple[int, str]] = []
+        group: list[tuple[int, str, tuple[int, int]]] = []
         idnat = ""
         for n, line in lines:
             if n == 1:
@@ -144,18 +146,25 @@ class RppsFeed(Feed):
                                   f"{'truncated line' if len(fields) < self.width else 'extra fields'}", record=line)
                 continue
             if group and fields[self.columns["idnat"]] != idnat:
-                yield from self._mapped(header, group)
+                yield from self._mapped(path, header, group)
                 group = []
             idnat = fields[self.columns["idnat"]]
-            group.append((n, line))
+            group.append((n, line, lines.span))
         if group:
-            yield from self._mapped(header, group)
+            yield from self._mapped(path, header, group)
         self.notes.append(lines.note())
 
-    def _mapped(self, header: bytes, group: list[tuple[int, str]]) -> Iterator[Record | Known | Problem]:
+    def _mapped(self, path: Path, header: bytes, group: list[tuple[int, str, tuple[int, int]]]
+                ) -> Iterator[Record | Known | Problem]:
         """A professional's lines, mapped unless remembered: its lines and ``header`` say it all (the header's digest
         with whether the file is dated; the date itself is the creation date's, written once)."""
-        yield from self.mapped(group[0][0], (header, *(line for _, line in group)), "_professional", group)
+        yield from self.mapped(group[0][0], (header, *(line for _, line, _ in group)),
+                               lambda: self._professional([(n, line) for n, line, _ in group]),
+                               ("_professional_at", (str(path), [(n, span) for n, _, span in group])))
+
+    def _professional_at(self, path: str, lines: list[tuple[int, tuple[int, int]]]) -> Iterator[Record | Problem]:
+        """``_professional`` of the lines at these places of the file."""
+        yield from self._professional([(n, decode_line(read_line(path, span))[0]) for n, span in lines])
 
     def _fields(self, line: str) -> list[str]:
         fields = line.split("|")

@@ -170,7 +170,7 @@ def test_whatever_changed_a_run_gives_what_it_gives_when_nothing_is_remembered(d
     stores = _stores(tmp_path)
     sources = _sources(dataset)
     _run_both(stores, sources)
-    _run_both(stores, sources)  # what repeats is seen without a mark in the store (``Run.seen_recalled``)
+    _run_both(stores, sources)  # a reload that remembers every record it can
     # an API edit of a resource a remembered record gave: that record is mapped again, and merged
     role = next(k for k in all_stored(stores["remembers"]) if k[0] == "PractitionerRole" and k[1].startswith("so-"))
     edited = stored(stores["remembers"], *role)

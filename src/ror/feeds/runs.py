@@ -151,7 +151,6 @@ class Run:
         self.shown: list[Problem] = []
         self.seen: set[int] = set()  # (rtype, strongest key) already written by this run
         self.scopes_seen: set[str] = set()
-        self.seen_recalled: set[tuple[str, str]] = set()  # repeats of remembered records, not marked in the store
         self.run_id = 0
         self.memo = Memo(feed.source)
         self.deferred: list[tuple[tuple[str, Entity], int]] = []  # held back for a reference not yet written
@@ -251,8 +250,7 @@ class Run:
         recalled = self.memo.recall(conn, [i.digest for i in items if isinstance(i, Known)])
         order: dict[int, int] = {}  # each entity's item (by ``id``): its place in the batch
         assigned, lines, recalls, mapped = self._assign(conn, items, recalled, problems, done, order)
-        remembered = [a for _, got in recalls for a in got]
-        repeats = self._repeats(conn, assigned + remembered, frozenset(id(e) for _, e in remembered))
+        repeats = self._repeats(conn, assigned + [a for _, got in recalls for a in got])
         stale = [(known, got) for known, got in recalls if any((e.rtype, rid) not in repeats for rid, e in got)]
         if stale:
             claimed = {id(known): {hash((e.rtype, e.keys[0])) for _, e in got} for known, got in stale}
@@ -374,16 +372,11 @@ class Run:
             got.append((g.rid, Entity(g.rtype, [g.key], None, g.scope, said=g.said)))
         return got
 
-    def _repeats(self, conn: Connection, assigned: list[tuple[str, Entity]],
-                 recalled: frozenset[int] = frozenset()) -> set[tuple[str, str]]:
+    def _repeats(self, conn: Connection, assigned: list[tuple[str, Entity]]) -> set[tuple[str, str]]:
         """The resources of ``assigned`` whose one entity this batch repeats what the source said last time, on the
         version that merge wrote or found (nothing changed it since): merging it again would give the stored resource
-        back (a merge applied twice gives what it gave once), so it is only marked as seen, for disappearance: in its
-        contribution (``seen_run``), or, for the entities of ``recalled`` (by ``id``: a remembered record's, the bulk
-        of a reload), in ``seen_recalled``, which disappearance reads too (a row update each cost a fifth of a
-        reload)."""
+        back (a merge applied twice gives what it gave once), so it is only marked as seen, for disappearance."""
         said: dict[tuple[str, str], bytes | None] = {}
-        entity = {(e.rtype, rid): e for rid, e in assigned}
         for rid, e in assigned:
             said[(e.rtype, rid)] = None if (e.rtype, rid) in said else e.said  # twice in a batch: merged
         by_type: dict[str, list[str]] = {}
@@ -397,10 +390,8 @@ class Run:
                     ", ".join(["{p}"] * len(chunk))), (self.feed.source, rtype, *chunk))
                     if s is not None and bytes(s) == said[(rtype, rid)] and version_said == version]
                 dbapi_many(conn, "UPDATE feed_contribution SET seen_run = {p} WHERE source = {p} AND rtype = {p} "
-                           "AND rid = {p}", [(self.run_id, self.feed.source, rtype, rid) for rid, in found
-                                             if id(entity[(rtype, rid)]) not in recalled])
+                           "AND rid = {p}", [(self.run_id, self.feed.source, rtype, rid) for rid, in found])
                 out.update((rtype, rid) for rid, in found)
-        self.seen_recalled.update(k for k in out if id(entity[k]) in recalled)
         return out
 
     def _current(self, conn: Connection, keys: list[tuple[str, str]]):
@@ -543,8 +534,7 @@ class Run:
                 live = (c.source == self.feed.source, c.scope == scope, c.closed_run.is_(None))
                 total = conn.execute(select(func.count()).where(*live)).scalar_one()
                 missing = [tuple(r) for r in conn.execute(
-                    select(c.rtype, c.rid).where(*live, c.seen_run < self.run_id).order_by(c.rtype, c.rid))
-                    if tuple(r) not in self.seen_recalled]
+                    select(c.rtype, c.rid).where(*live, c.seen_run < self.run_id).order_by(c.rtype, c.rid))]
             if not missing:
                 continue
             if len(missing) > self.max_closure_ratio * total:

@@ -247,18 +247,18 @@ def _parsed(n: int, line: bytes) -> tuple[object, bool]:
     return res, False
 
 
-_REFERENCE_TEXT = re.compile(rb'"reference"\s*:\s*"([^"\\]*)"')
+# Each "reference" key of a line, with its value if that is a plain string (else b"": ``_named``).
+_REFERENCE_TEXT = re.compile(rb'"reference"(?:\s*:\s*"([^"\\]*)")?')
 
 
 def _named(line: bytes, strongest: dict) -> dict[tuple[str, str], str | None] | None:
     """What the references of an NDJSON line name (``_REF``: type and regional id -> its strongest key, None if not
     in the extract), found in its text; None when some are not found so (escaped text, a reference not a string):
     the line is then not remembered (``Feed.mapped``), since what it says depends on those keys too."""
-    found = _REFERENCE_TEXT.findall(line)
-    if len(found) != line.count(b'"reference"'):
-        return None
     named = {}
-    for value in found:
+    for value in _REFERENCE_TEXT.findall(line):
+        if not value:
+            return None
         try:
             m = _REF.match(value.decode())
         except UnicodeDecodeError:

@@ -4,8 +4,9 @@ Each batch writes in one transaction the resources (through ``repository.write_b
 content), the source contributions, the change rows, the problems and the run counters; its identity keys are
 committed in the transaction before; between the two, out of the write lock, it is merged, checked against the
 profiles and prepared for the write (``_Staged``). An entity that repeats what its source said last time, on a
-resource no one changed since, is only marked as seen (``_repeats``): a monthly reload of unchanged files
-neither merges nor checks again. A run killed at any point leaves whole batches, and re-running converges,
+resource no one changed since, is only marked as seen (``_repeats``), and a record its source gave in the same
+words last time is not even mapped (``ror.feeds.memo``): a monthly reload of unchanged files neither maps, merges
+nor checks again. A run killed at any point leaves whole batches, and re-running converges,
 because ids derive from identity keys and merged content is deterministic. A dry run does the same work and
 rolls every batch back. Disappearance is handled only after a complete, unlimited, full-extract run: resources
 the source said before and no longer says are closed (when the source owns their status) or reported, never

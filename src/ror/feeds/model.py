@@ -162,8 +162,6 @@ def clip(text: str) -> str:
 # UTF-8 text decoded as Windows-1252 and encoded again: each accented letter became "Ã" or "Â" followed by what
 # Windows-1252 makes of a UTF-8 continuation byte (0x80-0xBF): "MÃ©decin".
 _MOJIBAKE = re.compile("[ÂÃ][\u0080-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
-
-
 _MOJIBAKE_UTF8 = re.compile(b"\xc3[\x82\x83]")  # "Â", "Ã" in UTF-8: one pass, 4x faster than two `in` tests
 
 

@@ -91,7 +91,7 @@ def _read(feed: Feed, path: Path, batch_size: int, sender) -> None:
             if entities >= batch_size or problems >= batch_size:
                 sender.send(("items", chunk, _facts(feed)))
                 chunk, entities, problems = [], 0, 0
-                gc.collect(1)  # the run's collector is paused, and so is this copy of it (``runs._collected_by_batch``)
+                gc.collect(1)  # the run's collector is paused, and so is this copy of it (``Run.execute``)
         sender.send(("end", chunk, _facts(feed)))
     except (BrokenPipeError, KeyboardInterrupt):  # the run stopped reading, or the user stopped both
         pass

@@ -54,7 +54,7 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
     many, batches = _batches(items, batch_size)
     first_load = many and _is_empty(engine)
     # Workers forked with the collector paused, which they inherit; and before a first load's transaction.
-    with (_gc_paused(), _Preparer(many, first_load, keep_last_updated) as preparer,
+    with (gc_paused(), _Preparer(many, first_load, keep_last_updated) as preparer,
           _session(engine, first_load) as session):
         for batch in preparer.ahead(session, batches):
             if batch.unchanged and not batch.relabel:  # no write transaction (nor, on SQLite, the write lock)
@@ -82,9 +82,9 @@ def _batches(items: Iterable, size: int) -> tuple[bool, Iterator[list]]:
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
     """No garbage collection meanwhile (see the module's docstring): the few cycles a load makes are
-    collected after it."""
+    collected after it (an import run collects its young objects after each transaction: ``ror.feeds.runs``)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

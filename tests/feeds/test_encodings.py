@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
+
 from ror.feeds.model import DecodedLines, repair_mojibake, repair_strings
+from ror.feeds.regional import RegionalFeed
 from ror.generate.dirty import mojibake
 
 
@@ -31,3 +34,17 @@ def test_double_encoded_text_is_repaired_and_right_text_left_alone(tmp_path):
     assert [t for _, t in lines] == ["0|012600631|Thérèse|", "8|10100375103|Noël|"]
     assert lines.repaired == [1]
     assert "1 line(s) double-encoded" in lines.note() and "line(s) 1" in lines.note()
+
+
+def test_a_regional_ndjson_file_notes_its_repaired_lines_once(tmp_path):
+    """Its two passes (identities, then resources) read each line; the note is the second's alone."""
+    path = tmp_path / "Organization.ndjson"
+    lines = [orjson.dumps({"resourceType": "Organization", "id": f"o{i}", "name": name}).decode()
+             for i, name in enumerate((mojibake("Hôpital Sainte-Anne"), "Clinique du Parc"), 1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    feed = RegionalFeed("93")
+    records = list(feed.read(path))
+    assert records[0].entities[0].resource["name"] == "Hôpital Sainte-Anne"
+    assert [n for n in feed.notes if "double-encoded" in n] == [
+        "Organization.ndjson: 1 line(s) double-encoded (UTF-8 read as Windows-1252 and encoded again), read as they "
+        "were meant: line(s) 1"]

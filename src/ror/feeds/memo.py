@@ -38,7 +38,7 @@ class Memo:
     def __init__(self, source: str):
         self.source = source
         self.known: dict[bytes, int] = {}  # digests of the records remembered when the run started -> entities
-        self.said: set[bytes] = set()  # digests of the records this run read
+        self.read: set[bytes] = set()  # digests of the records this run read
 
     def load(self, conn: Connection) -> None:
         self.known = {bytes(d): n for d, n in dbapi_rows(
@@ -53,7 +53,7 @@ class Memo:
                                            (self.source, *chunk)):
                 out[bytes(digest)] = [Gave(t, k, s, rid, bytes.fromhex(said) if said else None)
                                       for t, k, s, rid, said in orjson.loads(gave)]
-        self.said.update(digests)
+        self.read.update(digests)
         return out
 
     def remember(self, conn: Connection, records: Iterable[tuple[bytes, list[Entity]]], rids: dict[int, str]) -> None:
@@ -61,7 +61,7 @@ class Memo:
         batch took (by ``id``), the others an earlier record gave."""
         rows = []
         for digest, entities in records:
-            self.said.add(digest)
+            self.read.add(digest)
             gave = [[e.rtype, e.keys[0], e.scope, rids.get(id(e)), e.said.hex() if id(e) in rids else None]
                     for e in entities]
             rows.append((self.source, digest, len(gave), orjson.dumps(gave)))
@@ -70,8 +70,7 @@ class Memo:
                        "ON CONFLICT (source, digest) DO UPDATE SET entities = excluded.entities, gave = excluded.gave",
                        rows)
 
-    def forget(self, conn: Connection) -> int:
+    def forget(self, conn: Connection) -> None:
         """Delete the records remembered that this run did not read (after a complete full extract)."""
-        gone = [(self.source, d) for d in self.known.keys() - self.said]
+        gone = [(self.source, d) for d in self.known.keys() - self.read]
         dbapi_many(conn, "DELETE FROM feed_record WHERE source = {p} AND digest = {p}", gone)
-        return len(gone)

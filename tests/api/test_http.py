@@ -270,6 +270,39 @@ def test_an_unexpected_failure_of_a_read_is_a_500_operation_outcome(service, mon
     assert "unexpected error on GET /fhir/Location/any" in caplog.text
 
 
+def test_reads_by_id_are_answered_by_the_trust_space_and_audited_as_any_request(service):
+    """A read by id is answered by the trust space itself (``FastReads``, its ``direct``): its audit row says what
+    the other requests' rows say (operation, type, status, outcome, what was returned), no audit header leaks, and
+    a query string or another method goes to the app."""
+    from ror.api.app import create_app
+    from tests.access.test_security import call
+
+    location = example("Location-ror-location-exemple.json")
+    service.update("Location", location["id"], json.dumps(location).encode(), "http://ror/fhir")
+    app = create_app(service, service.settings)
+    try:
+        read = call(app, "GET", f"/fhir/Location/{location['id']}")
+        missing = call(app, "GET", "/fhir/Location/nope")
+        refused = call(app, "GET", f"/fhir/Location/{location['id']}", headers={"Accept": "text/html"})
+        searched = call(app, "GET", f"/fhir/Location/{location['id']}?_format=json")
+        rows = app.trust.audit.query()[::-1]
+    finally:
+        app.trust.audit.close()
+    assert read.status_code == 200 and read.json()["id"] == location["id"] and "x-ror-audit" not in read.headers
+    assert read.headers["etag"] == 'W/"1"' and read.headers["content-type"].startswith(FHIR)
+    assert int(read.headers["content-length"]) == len(read.content)
+    assert missing.status_code == 404 and missing.json()["issue"][0]["code"] == "not-found"
+    assert refused.status_code == 406
+    assert searched.status_code == 200
+    assert [(r["operation"], r["resource_type"], r["status"], r["outcome"], r["returned"]) for r in rows] == [
+        ("read", "Location", 200, "ok", {"Location": 1}),
+        ("read", "Location", 404, "not-found", {}),
+        ("read", "Location", 406, "not-supported", {}),
+        ("read", "Location", 200, "ok", {"Location": 1}),
+    ]
+    assert rows[0]["app_id"] == "local" and rows[0]["profile"] == 1 and rows[0]["path"] == read.request.url.path
+
+
 def test_patches_skip_starlettes_router_with_the_same_answers(service, monkeypatch, caplog):
     """PATCHes of the store's types take the FastPatches path, before Starlette's router and error handler: the
     same answers as through them (404, 415, a 500 OperationOutcome for an unexpected failure); others go on."""
@@ -277,7 +310,7 @@ def test_patches_skip_starlettes_router_with_the_same_answers(service, monkeypat
     from tests.access.test_security import call
 
     app = create_app(service, service.settings)
-    fast = app.app.app
+    fast = app.app
     assert isinstance(fast, FastPatches)
     routed, inner = [], fast.app
 

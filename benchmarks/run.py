@@ -929,13 +929,13 @@ def targets(results: list[dict], total: int, peer: dict | None) -> str:
     read1, read8, source = ((peer["scenarios"]["read"]["c1"]["rps"], peer["scenarios"]["read"]["c8"]["rps"],
                              "the peer measured in this run") if peer and "c1" in peer["scenarios"].get("read", {})
                             else (8000, 20000, "the peer's figures quoted in issue 7"))
+    def read_verdict(figure: dict, wanted: float) -> str:
+        return verdict(figure["rps"] >= wanted, f"{pct(figure['rps'], wanted)}; at most "
+                       f"{1e6 / figure['cpu_us_per_req']:,.0f} req/s with a full core (server CPU per request)")
+
     for c, wanted in ((1, read1), (8, read8)):
         add(f"read by id ≥ {wanted:,.0f} req/s ({c} conn): {source}",
-            lambda r, c=c, wanted=wanted: verdict(
-                beside_peer(r, peer, "read", c)["rps"] >= wanted,
-                f"{pct(beside_peer(r, peer, 'read', c)['rps'], wanted)}; at most "
-                f"{1e6 / beside_peer(r, peer, 'read', c)['cpu_us_per_req']:,.0f} req/s with a full core (server CPU "
-                f"per request)"))
+            lambda r, c=c, wanted=wanted: read_verdict(beside_peer(r, peer, "read", c), wanted))
     for name in ("near", "above", "filter", "name"):
         add(f"IG search `{name}` p95 < 50 ms (1 conn; 8 conn)",
             lambda r, name=name: verdict((sc(r, name)["p95_us"] or 1e12) < 50000,

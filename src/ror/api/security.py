@@ -440,5 +440,5 @@ def secure(app: ASGIApp, trust: TrustSpace, public_prefixes: tuple[str, ...] = (
            direct: Direct | None = None) -> SecureApp:
     """Wrap ``app`` (built by ``create_app``) in the trust space ``trust`` (see the module docstring);
     paths under ``public_prefixes`` (e.g. ``("/static",)``) need no token. ``direct`` answers the admitted requests
-    it can (the reads by id) without the app: no ASGI layer between, no audit header to write then parse."""
+    it can (the reads by id) without the app: no ASGI layer between, no response messages to watch."""
     return SecureApp(app, trust, public_prefixes, direct)

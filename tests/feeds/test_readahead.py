@@ -4,6 +4,7 @@ an early stop ends the reader."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from ror.errors import InputFileError
 from ror.feeds.fileset import collect
 from ror.feeds.finess import FinessFeed
+from ror.feeds.readahead import read_ahead
 from ror.feeds.regional import RegionalFeed
 from ror.feeds.reports import run_problems
 from ror.feeds.rpps import RppsFeed
@@ -127,4 +129,16 @@ def test_a_reader_that_dies_fails_the_run_and_keeps_the_batches_before(engine):
         run = conn.execute(select(feed_run.c.status, feed_run.c.message, feed_run.c.records)).one()
     assert run.status == "failed" and "stopped without a word" in run.message
     assert run.records == 20  # two whole batches of ten (establishments held back for their legal entity)
+    assert not multiprocessing.active_children()
+
+
+def test_the_items_a_forked_reader_sent_are_let_go_once_taken():
+    """A batch the run has written is freed then, not when the reader's next chunk arrives: the run collects its young
+    objects after each batch (``Run.execute``), and a chunk still held would be traversed at each collection."""
+    items = read_ahead(RppsFeed(), RPPS_SAMPLE, RPPS_SAMPLE.stat().st_size, batch_size=3, fork=True)
+    taken = 0
+    for item in items:
+        assert not any(isinstance(r, list) for r in gc.get_referrers(item))  # the chunk it came in
+        taken += 1
+    assert taken == len(list(RppsFeed().read(RPPS_SAMPLE))) > 10  # in several chunks
     assert not multiprocessing.active_children()

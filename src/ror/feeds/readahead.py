@@ -59,7 +59,9 @@ def read_ahead(feed: Feed, path, size: int, batch_size: int, fork: bool | None =
                 setattr(feed, name, value)
             if kind == "error":
                 raise payload
-            yield from payload
+            payload.reverse()
+            while payload:  # each item let go as it is taken: a batch the run writes is freed once written
+                yield payload.pop()
             if kind == "end":
                 return
     finally:

@@ -235,11 +235,9 @@ class Run:
         batch = staged[0]
         with self.engine.connect() as conn:  # reads only: the stored resources, then the NOS tables (workers: theirs)
             batch.merged = m = self._merge(conn, batch.assigned, batch.lines)
-            batch.checked = self.checks.check_ahead(conn, m.keys, m.merged, m.stored_hashes())
-        # What the write needs of the resources to write (the checked ones: new or changed), out of the lock too: their
-        # bodies and index rows (the rows were 40 % of the second transaction).
-        batch.ready = {k: repository.prepare_ahead(batch.merged.merged[k], keep_last_updated=False)
-                       for k in batch.checked}
+            # With what the write needs of the resources to write (the checked ones: new or changed), out of the lock
+            # too: their bodies and index rows (the rows were 40 % of the second transaction).
+            batch.checked, batch.ready = self.checks.check_ahead(conn, m.keys, m.merged, m.stored_hashes())
         self._transaction(lambda conn: self._write_staged(conn, batch))
 
     def _stage(self, conn: Connection, items: list[Record | Known], loose: list[Problem]) -> _Staged:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -54,8 +54,9 @@ from ror.errors import Issue
 from ror.feeds import precedence
 from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import Entity, Feed, Problem
-from ror.profiles.parallel import CheckPool
+from ror.profiles.parallel import CheckPool, check_and_prepare
 from ror.profiles.validation import MISSING_TARGET, Checked, Validator
+from ror.store import repository
 from ror.store.repository import content_hash
 
 REGISTRIES = frozenset({"finess", "rpps"})
@@ -156,11 +157,19 @@ class FeedValidation:
         return verdict
 
     def check_ahead(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
-                    stored_hashes: dict[tuple[str, str], bytes]) -> dict[tuple[str, str], Checked]:
+                    stored_hashes: dict[tuple[str, str], bytes]
+                    ) -> tuple[dict[tuple[str, str], Checked], dict[tuple[str, str], repository.Prepared]]:
         """The profile checks ``judge`` would make first, made before it (out of the write transaction: docs/feeds.md,
-        "Runs"): they depend on the merged resources alone. Their references' targets are looked up by ``judge``."""
+        "Runs"): they depend on the merged resources alone. Their references' targets are looked up by ``judge``. With
+        them, the resources checked (new or changed) prepared for their write (``repository.prepare_ahead``)."""
         todo = self._todo(keys, merged, stored_hashes)
-        return dict(zip(todo, self._check(conn, todo, merged, self._at(), self._now()), strict=True))
+        view = partial(_as_stored, stamp=self._now())
+        prepare = partial(repository.prepare_ahead, keep_last_updated=False)
+        resources = [merged[k] for k in todo]
+        checked, prepared = (
+            self.pool.check_and_prepare(resources, conn, at=self._at(), view=view, prepare=prepare) if self.pool else
+            check_and_prepare(self.validator, resources, conn, self._at(), view, prepare))
+        return dict(zip(todo, checked, strict=True)), dict(zip(todo, prepared, strict=True))
 
     def _todo(self, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
               stored_hashes: dict[tuple[str, str], bytes], ahead: dict | None = None,

@@ -5,6 +5,8 @@ and a reload must find every line known."""
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 import pytest
 from sqlalchemy import func, inspect, select
@@ -56,6 +58,10 @@ def indexes(engine) -> list[tuple]:
         inspector = inspect(conn)
         return sorted((table.name, ix["name"], *ix["column_names"]) for table in INDEX_TABLES.values()
                       for ix in inspector.get_indexes(table.name))
+
+
+def reading_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ror-load-reader"]
 
 
 @pytest.fixture
@@ -169,8 +175,29 @@ def test_a_failed_first_load_leaves_the_store_empty_and_indexed(service, ndjson,
     ndjson.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(InputFileError, match=":31: invalid JSON"):
         bulk.upsert(service.engine, read_items(ndjson), batch_size=7)
+    assert not reading_threads()  # stopped while it had lines left to read
     assert count(service.engine, resource) == 0
     assert indexes(service.engine) == schema_indexes
+
+
+def test_an_error_reading_the_items_is_raised_in_its_turn_and_ends_the_reading_thread(service, ndjson, cpus):
+    """A load's batches are read, and their lines digested, by a thread ahead of the look-ups and writes
+    (``bulk._threaded``): an error it meets is raised to the caller after the batches read before it."""
+    items = list(read_items(ndjson))
+    assert bulk.upsert(service.engine, items[:5]) == {"created": 5}  # not a first load: batch by batch
+
+    def failing():
+        yield from items[5:40]  # five batches of 7
+        raise InputFileError("second.ndjson: cannot be read (Permission denied)")
+
+    with pytest.raises(InputFileError, match="Permission denied"):
+        bulk.upsert(service.engine, failing(), batch_size=7)
+    written = count(service.engine, resource)
+    # in one process, every batch before the error was written; with workers, those not yet handed to the writer
+    # were not (as before the thread: a batch is written whole or not at all)
+    assert written == 40 if cpus == 1 else (written - 5) % 7 == 0 and 5 <= written <= 40
+    assert not reading_threads()
+    assert bulk.upsert(service.engine, items, batch_size=7)["created"] == len(items) - written  # the re-run completes it
 
 
 def test_the_load_command_over_files_in_batches(db_url, ndjson, cpus, tmp_path):

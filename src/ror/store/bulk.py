@@ -25,6 +25,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import queue
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -198,6 +200,7 @@ class _Preparer:
         # alternated: 95.2, 101.7, 107.0, 118.1 s -> 83.8, 94.3, 89.4, 85.7 s with the second worker.
         cpus = len(os.sched_getaffinity(0))
         self.workers = cpus if many and cpus > 1 else 0  # alone on its CPU, a worker would only add the pickling
+        self.many = many
         self.pool = None
         self.first_load = first_load  # into an empty store: no line is looked up, none can be known
         if first_load:
@@ -221,17 +224,18 @@ class _Preparer:
 
     def ahead(self, session: _Session, batches: Iterable[list]) -> Iterator[_Batch]:
         """``batches`` with their known lines looked up and the others being prepared, ``_AHEAD``
-        batches before each is yielded when there are workers to do it."""
+        batches before each is yielded when there are workers to do it. A load of more than one batch reads
+        and digests its batches in a thread (``_threaded``), ``_AHEAD`` batches before they are looked up."""
+        digested = ((items, _digests(items)) for items in batches)
         pending: deque[_Batch] = deque()
-        for items in batches:
+        for items, digests in _threaded(digested, _AHEAD) if self.many else digested:
             with session.reading() as conn:
-                pending.append(self._start(conn, items))
+                pending.append(self._start(conn, items, digests))
             if len(pending) > (_AHEAD if self.pool else 0):
                 yield pending.popleft()
         yield from pending
 
-    def _start(self, conn: Connection, items: list[dict | Line]) -> _Batch:
-        digests = {i: _digest(item.raw) for i, item in enumerate(items) if isinstance(item, Line)}
+    def _start(self, conn: Connection, items: list[dict | Line], digests: dict[int, bytes]) -> _Batch:
         known: set[bytes] = set()
         relabel: dict[bytes, bytes] = {}
         if not self.first_load:
@@ -304,6 +308,56 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
 
 _REMEMBER = ("INSERT INTO load_fingerprint (pk, digest, content_hash) VALUES ({p}, {p}, {p}) ON CONFLICT (pk) "
              "DO UPDATE SET digest = excluded.digest, content_hash = excluded.content_hash")
+
+
+def _digests(items: list[dict | Line]) -> dict[int, bytes]:
+    """The digest of each line of a batch, by its position."""
+    return {i: _digest(item.raw) for i, item in enumerate(items) if isinstance(item, Line)}
+
+
+_END = object()
+
+
+def _threaded(items: Iterator, ahead: int) -> Iterator:
+    """``items``, made by a thread at most ``ahead`` before they are taken; an error it meets is raised here, in its
+    turn. For a reload of unchanged lines: reading the files and SHA-256 (which lets other threads run on a line of
+    more than 2 KB) in that thread overlap the look-ups of this one (SQLite's statements let other threads run too).
+    One thread did each in turn: the national no-op reload took 63 s of one core, 40 % in the look-ups, 17 % in the
+    digests, 14 % reading lines (py-spy)."""
+    made: queue.Queue = queue.Queue(ahead)
+    stopped = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stopped.is_set():  # the consumer gone (its error, or closed early): the thread ends
+            try:
+                made.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as e:  # raised in the consumer's thread, after the items made before it
+            put((_END, e))
+
+    thread = threading.Thread(target=make, name="ror-load-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = made.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def _digest(raw: bytes) -> bytes:

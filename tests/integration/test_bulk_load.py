@@ -197,7 +197,7 @@ def test_an_error_reading_the_items_is_raised_in_its_turn_and_ends_the_reading_t
     # were not (as before the thread: a batch is written whole or not at all)
     assert written == 40 if cpus == 1 else (written - 5) % 7 == 0 and 5 <= written <= 40
     assert not reading_threads()
-    assert bulk.upsert(service.engine, items, batch_size=7)["created"] == len(items) - written  # the re-run completes it
+    assert bulk.upsert(service.engine, items, batch_size=7)["created"] == len(items) - written  # the re-run ends it
 
 
 def test_the_load_command_over_files_in_batches(db_url, ndjson, cpus, tmp_path):

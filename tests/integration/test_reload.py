@@ -28,6 +28,14 @@ def ndjson(tmp_path):
 BATCHES = [2000, 7]
 
 
+@pytest.fixture(autouse=True, params=["looked up", "read at once"])
+def known_lines(request, monkeypatch):
+    """Known lines looked up batch by batch, or every valid fingerprint read at once (``bulk._Known``) from the
+    load's first batch on."""
+    monkeypatch.setattr(bulk, "_READ_AT_ONCE", 10**12 if request.param == "read at once" else 0)
+    return request.param
+
+
 def load(engine, path, rejected=None, batch_size=2000):
     return bulk.upsert(engine, read_items(path), keep_last_updated=True, batch_size=batch_size,
                        on_rejected=None if rejected is None else rejected.append)
@@ -132,3 +140,19 @@ def test_fingerprints_recorded_with_blake2b_are_recognised_then_re_recorded(serv
     with service.engine.connect() as conn:
         assert bulk._unchanged(conn, {bulk._digest(raw) for raw in lines}) == {bulk._digest(raw) for raw in lines}
     assert load(service.engine, ndjson, batch_size=batch_size) == {"unchanged": 51} and len(parsed()) == 51
+
+
+def test_a_known_line_of_a_resource_the_load_changed_before_is_written(service, ndjson, parsed, monkeypatch,
+                                                                         known_lines):
+    """A line known when the load began, of a resource an earlier line of the same load changed: written again, the
+    last word of the load (batches written one after the other: one CPU, no worker ahead)."""
+    monkeypatch.setattr(bulk.os, "sched_getaffinity", lambda _pid: {0})
+    load(service.engine, ndjson, batch_size=7)
+    lines = ndjson.read_bytes().splitlines()
+    res = orjson.loads(lines[0])
+    renamed = orjson.dumps({**res, "name": "Nom provisoire"})
+    ndjson.write_bytes(b"\n".join([renamed, *lines[1:], lines[0]]) + b"\n")  # 52 lines, the first one last again
+    before = len(parsed())
+    assert load(service.engine, ndjson, batch_size=7) == {"unchanged": 50, "updated": 2}
+    assert len(parsed()) == before + 2
+    assert orjson.loads(service.read(res["resourceType"], res["id"]).body).get("name") == res.get("name")

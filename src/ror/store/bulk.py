@@ -43,6 +43,8 @@ from ror.store.engine import dbapi_many, dbapi_rows, is_sqlite, write_transactio
 from ror.store.schema import INDEX_TABLES, load_fingerprint
 
 _AHEAD = 2  # batches read and handed to the workers before the one being written
+# A reload that has looked up this share of the store's fingerprints reads those still valid at once (``_Known``).
+_READ_AT_ONCE = 10
 _JOB = 250  # lines per worker job: a batch is shared between the workers
 
 
@@ -63,7 +65,8 @@ def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
                 done = Counter(unchanged=len(batch.items))
             else:
                 with session.writing() as conn:
-                    done = _write(conn, batch, keep_last_updated, on_rejected, copies=not session.first_load)
+                    done = _write(conn, batch, keep_last_updated, on_rejected, copies=not session.first_load,
+                                  changed=preparer.known.changed)
             totals.update(done)
             if on_batch:
                 on_batch(done)
@@ -201,6 +204,7 @@ class _Preparer:
         cpus = len(os.sched_getaffinity(0))
         self.workers = cpus if many and cpus > 1 else 0  # alone on its CPU, a worker would only add the pickling
         self.many = many
+        self.known = _Known()
         self.pool = None
         self.first_load = first_load  # into an empty store: no line is looked up, none can be known
         if first_load:
@@ -239,7 +243,7 @@ class _Preparer:
         known: set[bytes] = set()
         relabel: dict[bytes, bytes] = {}
         if not self.first_load:
-            known = _unchanged(conn, set(digests.values()))
+            known = self.known.among(conn, set(digests.values()))
             relabel = _known_before(conn, {d: items[i].raw for i, d in digests.items() if d not in known})
             known |= relabel.keys()
         todo = [items[i] for i, digest in digests.items() if digest not in known]
@@ -270,7 +274,8 @@ def _prepare_in_worker(lines: list[Line], keep_last_updated: bool) -> list[repos
 # -- writing a batch ------------------------------------------------------------------------------------
 
 def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
-           on_rejected: Callable[[Rejected], None] | None, copies: bool) -> Counter:
+           on_rejected: Callable[[Rejected], None] | None, copies: bool, changed: set[int] | None) -> Counter:
+    """``changed``: if given, the pks of the resources this write creates or changes are added to it."""
     done: Counter = Counter()
     prepared: list[repository.Prepared] = []
     fingerprinted: dict[tuple[str, str], bytes] = {}
@@ -295,6 +300,8 @@ def _write(conn: Connection, batch: _Batch, keep_last_updated: bool,
         prepared.append(p)
     written = repository.write_batch(conn, prepared, keep_last_updated=keep_last_updated, copies=copies)
     done.update(w.outcome for w in written)
+    if changed is not None:
+        changed.update(w.pk for w in written if w.outcome != "unchanged")
     if fingerprinted:
         hashes = {(p.rtype, p.rid): p.content_hash for p in prepared}
         pks = {(w.rtype, w.rid): w.pk for w in written}
@@ -376,6 +383,39 @@ def _known_before(conn: Connection, lines: dict[bytes, bytes]) -> dict[bytes, by
         return {}
     earlier = {hashlib.blake2b(raw, digest_size=16).digest(): d for d, raw in lines.items()}
     return {earlier[e]: e for e in _unchanged(conn, set(earlier))}
+
+
+class _Known:
+    """Which lines a reload knows: those whose resource still has the content they gave. Looked up batch by batch
+    (``_unchanged``: 8–10 µs of CPU a line nationally, a random probe of the digest index), until the load has looked
+    up ``1 / _READ_AT_ONCE`` of the store's fingerprints: it then reads every fingerprint still valid at once
+    (national: 2.7 M in ~8 s, ~400 MB) and tests its other lines in memory, but for the resources it changed since
+    (``changed``, which ``_write`` fills): their fingerprints changed with them. A load of a few files into a large
+    store keeps to the look-ups. National no-op reload, alternated: 57.3, 57.5 s -> 42.1, 42.6 s."""
+
+    def __init__(self):
+        self.looked_up = 0
+        self.stored: int | None = None  # fingerprints in the store, about (their largest pk)
+        self.valid: dict[bytes, int] | None = None  # digest -> pk, when read at once
+        self.changed: set[int] | None = None  # pks of the resources this load changed since ``valid`` was read
+
+    def among(self, conn: Connection, digests: set[bytes]) -> set[bytes]:
+        if self.valid is None:
+            if self.stored is None:
+                self.stored = dbapi_rows(conn, "SELECT coalesce(max(pk), 0) FROM load_fingerprint")[0][0]
+            self.looked_up += len(digests)
+            if self.looked_up * _READ_AT_ONCE < self.stored:
+                return _unchanged(conn, digests)
+            cur = conn.connection.cursor()  # rows taken as they come: no list of millions of tuples besides the dict
+            try:
+                cur.execute("SELECT f.digest, f.pk FROM load_fingerprint f JOIN resource r ON r.pk = f.pk "
+                            "AND r.content_hash = f.content_hash")
+                self.valid = {bytes(d): pk for d, pk in cur}
+            finally:
+                cur.close()
+            self.changed = set()
+        valid, changed = self.valid, self.changed
+        return {d for d in digests if (pk := valid.get(d)) is not None and pk not in changed}
 
 
 def _unchanged(conn: Connection, digests: set[bytes]) -> set[bytes]:

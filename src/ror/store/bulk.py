@@ -390,8 +390,10 @@ class _Known:
     (``_unchanged``: 8–10 µs of CPU a line nationally, a random probe of the digest index), until the load has looked
     up ``1 / _READ_AT_ONCE`` of the store's fingerprints: it then reads every fingerprint still valid at once
     (national: 2.7 M in ~8 s, ~400 MB) and tests its other lines in memory, but for the resources it changed since
-    (``changed``, which ``_write`` fills): their fingerprints changed with them. A load of a few files into a large
-    store keeps to the look-ups. National no-op reload, alternated: 57.3, 57.5 s -> 42.1, 42.6 s."""
+    (``changed``, which ``_write`` fills): their fingerprints changed with them. A resource another writer (the API)
+    changes meanwhile keeps that write until the next reload, as when its line was looked up just before the write.
+    A load of a few files into a large store keeps to the look-ups. National no-op reload, alternated: 57.3, 57.5 s
+    -> 42.1, 42.6 s."""
 
     def __init__(self):
         self.looked_up = 0

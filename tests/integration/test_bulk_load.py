@@ -5,6 +5,7 @@ and a reload must find every line known."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import orjson
@@ -94,6 +95,13 @@ def test_a_first_load_in_batches_indexes_every_body_as_stored(service, ndjson, c
     assert count(service.engine, load_fingerprint) == 51
     assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7) == {"unchanged": 51}
     assert count(service.engine, resource_version) == 0
+
+
+def test_the_workers_are_scheduled_after_the_writer(monkeypatch):
+    """The writer is a load's bottleneck: the workers preparing lines ahead of it run at a lower priority."""
+    monkeypatch.setattr(bulk.os, "sched_getaffinity", lambda _pid: {0, 1})
+    with bulk._Preparer(many=True, first_load=True, keep_last_updated=False) as preparer:
+        assert preparer.pool.apply(os.nice, (0,)) == min(os.nice(0) + bulk._WORKER_NICENESS, 19)
 
 
 def test_resources_and_lines_mixed_over_batches(service, ndjson, cpus, schema_indexes):

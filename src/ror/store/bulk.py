@@ -3,8 +3,8 @@
 Each batch is one transaction, so a run killed mid-way leaves whole batches; since unchanged
 content is skipped, re-running the same input converges to the state of an uninterrupted run. The
 exception is a *first load*, of more than one batch into an empty store: it is one transaction, in which
-the lookup indexes of the index tables are dropped, then built once at the end (a sort, rather than a
-random insertion per row and index); killed mid-way, it leaves the store empty.
+the lookup indexes of the index tables and the fingerprints' digest index are dropped, then built once at the end
+(a sort, rather than a random insertion per row and index); killed mid-way, it leaves the store empty.
 
 NDJSON lines (``ror.fhir.files.Line``) are fingerprinted: the digest of the line a resource was loaded
 from is kept with the content hash it gave (``load_fingerprint``). A reload skips a known line without
@@ -144,12 +144,13 @@ def _is_empty(engine: Engine) -> bool:
 
 
 def _lookup_indexes(conn: Connection) -> list[tuple[str, str]]:
-    """Name and definition, as the database has them, of the index tables' indexes not led by pk. A load
-    appends to the pk-led ones (pks only grow) but inserts each row at a random place in the others: built
-    once from the loaded rows, these cost one sort."""
+    """Name and definition, as the database has them, of the indexes not led by pk of the index tables and the
+    fingerprints (whose digest index no line of a first load looks up). A load appends to the pk-led ones (pks only
+    grow) but inserts each row at a random place in the others: built once from the loaded rows, these cost one
+    sort."""
     inspector = inspect(conn)
-    names = {ix["name"] for table in INDEX_TABLES.values() for ix in inspector.get_indexes(table.name)
-             if ix["column_names"][:1] != ["pk"]}
+    names = {ix["name"] for table in (*INDEX_TABLES.values(), load_fingerprint)
+             for ix in inspector.get_indexes(table.name) if ix["column_names"][:1] != ["pk"]}
     catalog = ("SELECT name, sql FROM sqlite_master WHERE type = 'index'" if is_sqlite(conn) else
                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")
     return [(name, ddl) for name, ddl in dbapi_rows(conn, catalog) if name in names]

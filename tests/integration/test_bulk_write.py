@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 
 from ror.fhir.files import read_items
 from ror.store import bulk, repository
+from ror.store import engine as engine_module
 from ror.store.engine import make_engine, write_transaction
 from ror.store.migrate import upgrade
 from ror.store.schema import LIVE_TX, idx_geo, idx_string, load_fingerprint, resource
@@ -180,6 +181,24 @@ def test_a_sqlite_first_load_writes_through_a_rollback_journal_then_the_store_is
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL again, as every connection
     assert bulk.upsert(engine, _lines(generated), batch_size=200) == {"unchanged": done["created"]}
+    engine.dispose()
+
+
+def test_a_sqlite_first_load_sorts_on_every_cpu_then_its_connection_is_as_every_other(tmp_path, monkeypatch):
+    """SQLite sorts on one thread while its temporary storage is in memory (every connection's setting): a first
+    load's transaction, whose index builds sort every row, spills its sorts to files shared by one thread per CPU."""
+    monkeypatch.setattr(engine_module.os, "sched_getaffinity", lambda _pid: {0, 1})
+    _path, engine = _sqlite_store(tmp_path)
+
+    def sorts(raw) -> tuple[int, int]:
+        return raw.execute("PRAGMA temp_store").fetchone()[0], raw.execute("PRAGMA threads").fetchone()[0]
+
+    with write_transaction(engine, direct=True) as conn:
+        raw = conn.connection.driver_connection
+        assert sorts(raw) == (1, 2)  # FILE, a thread per CPU
+    assert sorts(raw) == (2, 0)  # MEMORY, no thread: back in the pool as every connection
+    with write_transaction(engine) as conn:  # any other write
+        assert sorts(conn.connection.driver_connection) == (2, 0)
     engine.dispose()
 
 

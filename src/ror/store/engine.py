@@ -153,8 +153,9 @@ def write_transaction(engine: Engine, direct: bool = False):
     """A connection in a write transaction: queued with this server's other writers (``writer_slot``),
     started with the write lock taken up front on SQLite (``WRITE``), committed on exit. ``direct``: on SQLite,
     through a rollback journal when the connection has the file to itself (``_rollback_journal``: a first load)."""
-    with (writer_slot(engine), engine.connect() as conn,
-          _rollback_journal(conn) if direct and is_sqlite(engine) else nullcontext()):
+    bulk = direct and is_sqlite(engine)
+    with (writer_slot(engine), engine.connect() as conn, _rollback_journal(conn) if bulk else nullcontext(),
+          _parallel_sorts(conn) if bulk else nullcontext()):
         conn.execution_options(**WRITE)
         with conn.begin():
             yield conn
@@ -178,6 +179,24 @@ def _rollback_journal(conn: Connection):
     finally:
         if switched and _journal(raw, "wal"):  # else the next connection's set-up (``_sqlite_engine``) does it
             raw.execute("PRAGMA synchronous=NORMAL")
+
+
+@contextmanager
+def _parallel_sorts(conn: Connection):
+    """On SQLite, the sorts of ``conn`` (a first load's index builds) spilled to temporary files and shared by one
+    thread per CPU: SQLite sorts on one thread while its temporary storage is in memory (this engine's default), and
+    that cannot change inside a transaction. idx_token's lookup index of a 270k store, alternated: 12.2, 13.4 s ->
+    10.3, 10.9 s; the national first load's peak RSS 4.66 -> 1.61 GB (its sorts and the copies' in files). SQLite
+    writes its temporary files to ``SQLITE_TMPDIR``, else ``TMPDIR``, else /var/tmp."""
+    raw = conn.connection.driver_connection
+    temp_store, threads = (raw.execute(f"PRAGMA {name}").fetchone()[0] for name in ("temp_store", "threads"))
+    raw.execute("PRAGMA temp_store=FILE")
+    raw.execute(f"PRAGMA threads={len(os.sched_getaffinity(0))}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA threads={threads}")
+        raw.execute(f"PRAGMA temp_store={temp_store}")
 
 
 def _journal(raw, mode: str) -> bool:

@@ -152,7 +152,8 @@ def writer_slot(engine: Engine):
 def write_transaction(engine: Engine, direct: bool = False):
     """A connection in a write transaction: queued with this server's other writers (``writer_slot``),
     started with the write lock taken up front on SQLite (``WRITE``), committed on exit. ``direct``: on SQLite,
-    through a rollback journal when the connection has the file to itself (``_rollback_journal``: a first load)."""
+    through a rollback journal when the connection has the file to itself (``_rollback_journal``: a first load), its
+    sorts in files on every CPU (``_parallel_sorts``)."""
     bulk = direct and is_sqlite(engine)
     with (writer_slot(engine), engine.connect() as conn, _rollback_journal(conn) if bulk else nullcontext(),
           _parallel_sorts(conn) if bulk else nullcontext()):

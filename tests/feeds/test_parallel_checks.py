@@ -5,6 +5,7 @@ rows stored."""
 from __future__ import annotations
 
 import copy
+import os
 from concurrent.futures.process import BrokenProcessPool
 
 import orjson
@@ -18,6 +19,7 @@ from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_problem, feed_run
 from ror.feeds.validation import feed_validator
 from ror.profiles.parallel import CheckPool
+from ror.store.bulk import WORKER_NICENESS
 from ror.store.engine import make_engine
 from ror.store.migrate import upgrade
 from ror.store.schema import INDEX_TABLES, resource
@@ -157,3 +159,53 @@ def test_an_import_checked_in_workers_stores_the_resources_and_rows_of_one_in_on
     assert pooled == alone and len(pooled) > 100
     assert pooled_rows == alone_rows and len(pooled_rows) > 2000
 
+
+
+def test_a_batch_is_checked_while_the_one_before_is_written(engine, tmp_path, monkeypatch):
+    """The run stages and merges a batch and starts its checks in the workers before it writes the batch before it:
+    the workers check one while the run writes the other (``Run._execute``). What it stores is what a one-batch
+    import checked in its own process stores."""
+    events: list[tuple[str, int]] = []
+    begin, write_staged = runs.Run._begin, runs.Run._write_staged
+    batches: list[runs._Staged] = []  # in the order they began
+
+    def begun(self, records, loose):
+        batches.append(begin(self, records, loose))
+        events.append(("begun", len(batches) - 1))
+        return batches[-1]
+
+    def written(self, conn, batch):
+        events.append(("written", next(n for n, b in enumerate(batches) if b is batch)))
+        return write_staged(self, conn, batch)
+
+    monkeypatch.setattr(runs.Run, "_begin", begun)
+    monkeypatch.setattr(runs.Run, "_write_staged", written)
+    pools: list[CheckPool] = []
+    monkeypatch.setattr(runs, "CheckPool", _pools(pools, min_shared=1, workers=2))
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    events.clear()
+    report = run_import(engine, RppsFeed(), RPPS_SAMPLE, batch_size=5)
+    last = len(batches) - 1  # the first, the FINESS import's one batch
+    assert pools[1].shared > 20 and last > 5
+    assert [n for kind, n in events if kind == "written"] == list(range(1, last + 1))
+    assert all(events.index(("begun", n + 1)) < events.index(("written", n)) for n in range(1, last))
+    monkeypatch.undo()
+    alone = make_engine(f"sqlite:///{tmp_path / 'alone.db'}")
+    upgrade(alone)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runs, "CheckPool", _pools([], workers=0))
+        run_import(alone, FinessFeed(), FINESS_SAMPLE)
+        assert run_import(alone, RppsFeed(), RPPS_SAMPLE).counts == report.counts
+    assert all_stored(engine) == all_stored(alone)
+    alone.dispose()
+
+
+def test_the_check_workers_are_scheduled_after_the_run(engine):
+    """The run, which writes, is an import's bottleneck: the workers checking ahead of it run at a lower priority."""
+    pool = CheckPool(engine, feed_validator(), feed_validator, min_shared=1, workers=2)
+    try:
+        with engine.connect() as conn:
+            pool.check_many([{"resourceType": "Organization", "id": "x"}], conn)
+        assert pool._pool.submit(os.nice, 0).result() == min(os.nice(0) + WORKER_NICENESS, 19)
+    finally:
+        pool.close()

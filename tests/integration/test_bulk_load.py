@@ -112,7 +112,7 @@ def test_the_workers_are_scheduled_after_the_writer(monkeypatch):
     """The writer is a load's bottleneck: the workers preparing lines ahead of it run at a lower priority."""
     monkeypatch.setattr(bulk.os, "sched_getaffinity", lambda _pid: {0, 1})
     with bulk._Preparer(many=True, first_load=True, keep_last_updated=False) as preparer:
-        assert preparer.pool.apply(os.nice, (0,)) == min(os.nice(0) + bulk._WORKER_NICENESS, 19)
+        assert preparer.pool.apply(os.nice, (0,)) == min(os.nice(0) + bulk.WORKER_NICENESS, 19)
 
 
 def test_resources_and_lines_mixed_over_batches(service, ndjson, cpus, schema_indexes):

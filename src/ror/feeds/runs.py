@@ -20,6 +20,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,15 +129,16 @@ class _Merged:
 
 @dataclass
 class _Staged:
-    """A batch between its two write transactions (``Run._write``): its identities assigned in the first, written in
-    the second. Between them it is merged, checked against the profiles and prepared for the write, without the write
-    lock that the API's writes wait for: an import held it for each whole batch, and a capacity PATCH waited up to
-    2 s (docs/feeds.md, "Runs")."""
+    """A batch between its two write transactions (``Run._begin``, ``Run._end``): its identities assigned in the
+    first, written in the second. Between them it is merged, checked against the profiles and prepared for the write,
+    without the write lock that the API's writes wait for: an import held it for each whole batch, and a capacity
+    PATCH waited up to 2 s (docs/feeds.md, "Runs")."""
     problems: list[Problem]
     done: Counter
     assigned: list[tuple[str, Entity]]
     lines: dict[int, int]
     merged: _Merged | None = None
+    checks: Callable[[], tuple[dict, dict]] | None = None  # what ``checked`` and ``ready`` come from, once made
     checked: dict = field(default_factory=dict)
     ready: dict = field(default_factory=dict)  # the resources to write, prepared for it (``repository.prepare_ahead``)
 
@@ -213,18 +215,21 @@ class Run:
             self.on_batch(done)
         return done
 
-    def _write(self, records: list[Record | Known], loose: list[Problem]) -> None:
-        """Write the entities of ``records``; ``loose``: problems not attached to a record (rejections). In two write
-        transactions, the merge, the profile checks and what the write needs between them, out of the write lock
-        (``_Staged``)."""
-        if self.checks is None:  # no checks to take out of the lock: one transaction
+    def _begin(self, records: list[Record | Known], loose: list[Problem]) -> _Staged | None:
+        """Start writing the entities of ``records``; ``loose``: problems not attached to a record (rejections). A
+        batch is written in two write transactions (``_Staged``), with, between them and out of the write lock, its
+        merge, its profile checks and what the write needs. This is the first transaction and the merge; the checks
+        are started, and run in the check workers while this process writes the batch before and reads the next one
+        (``_execute``); ``_end`` writes it. None: there are no checks, and the batch is written at once, in one
+        transaction."""
+        if self.checks is None:
             def whole(conn: Connection) -> tuple[list[Problem], Counter]:
                 batch = self._stage(conn, records, loose)
                 batch.merged = self._merge(conn, batch.assigned, batch.lines)
                 return self._write_staged(conn, batch)
 
             self._transaction(whole)
-            return
+            return None
         staged: list[_Staged] = []
 
         def stage(conn: Connection) -> tuple[list[Problem], Counter]:
@@ -237,8 +242,20 @@ class Run:
             batch.merged = m = self._merge(conn, batch.assigned, batch.lines)
             # With what the write needs of the resources to write (the checked ones: new or changed), out of the lock
             # too: their bodies and index rows (the rows were 40 % of the second transaction).
-            batch.checked, batch.ready = self.checks.check_ahead(conn, m.keys, m.merged, m.stored_hashes())
-        self._transaction(lambda conn: self._write_staged(conn, batch))
+            batch.checks = self.checks.check_ahead(conn, m.keys, m.merged, m.stored_hashes())
+        return batch
+
+    def _write(self, records: list[Record | Known], loose: list[Problem], pending: _Staged | None) -> _Staged | None:
+        """``_begin`` this batch, then ``_end`` the one before it, ``pending``: returns this one, pending."""
+        staged = self._begin(records, loose)
+        self._end(pending)
+        return staged
+
+    def _end(self, batch: _Staged | None) -> None:
+        """The second transaction of a batch ``_begin`` started, once its checks are made."""
+        if batch is not None:
+            batch.checked, batch.ready = batch.checks()
+            self._transaction(lambda conn: self._write_staged(conn, batch))
 
     def _stage(self, conn: Connection, items: list[Record | Known], loose: list[Problem]) -> _Staged:
         """The first transaction of a batch: identities assigned (their keys committed: a run stopped before the
@@ -602,23 +619,35 @@ class Run:
             with self.engine.connect() as conn:
                 self.memo.load(conn)
             self.feed.known = self.memo.known
-            for item in read_ahead(self.feed, self.path, size, self.batch_size, self.fork_reader):
-                if isinstance(item, Problem):
-                    loose.append(item)
-                    n_records += item.severity == "error"
-                else:
-                    records.append(item)
-                    n_records += 1
-                    n_entities += weight(item)
-                if n_entities >= self.batch_size or len(loose) >= self.batch_size:
-                    self._write(records, loose)
-                    records, loose, n_entities = [], [], 0
-                    gc.collect(1)  # the batch let go: what it left in cycles (the collector is paused: ``execute``)
-                if self.limit and n_records >= self.limit:
-                    limited = True
-                    break
+            # The batch whose checks run while the next one is read, staged and merged. That merge may start from a
+            # version the write of this batch replaces: ``_write_staged`` merges such a resource again.
+            pending: _Staged | None = None
+            with closing(read_ahead(self.feed, self.path, size, self.batch_size, self.fork_reader)) as items:
+                while True:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        break
+                    except Exception:  # the reader's: the batches read before it are written, as one by one
+                        self._end(pending)
+                        raise
+                    if isinstance(item, Problem):
+                        loose.append(item)
+                        n_records += item.severity == "error"
+                    else:
+                        records.append(item)
+                        n_records += 1
+                        n_entities += weight(item)
+                    if n_entities >= self.batch_size or len(loose) >= self.batch_size:
+                        pending = self._write(records, loose, pending)
+                        records, loose, n_entities = [], [], 0
+                        gc.collect(1)  # a batch let go: what it left in cycles (the collector is paused: ``execute``)
+                    if self.limit and n_records >= self.limit:
+                        limited = True
+                        break
             if records or loose:
-                self._write(records, loose)
+                pending = self._write(records, loose, pending)
+            self._end(pending)
             self._deferred()
             notes = list(self.feed.notes)
             if not self.feed.complete:

@@ -42,6 +42,7 @@ checks made ahead, out of the write transaction, by ``check_ahead``):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, partial
@@ -57,7 +58,7 @@ from ror.feeds.model import Entity, Feed, Problem
 from ror.profiles.parallel import CheckPool, check_and_prepare
 from ror.profiles.validation import MISSING_TARGET, Checked, Validator
 from ror.store import repository
-from ror.store.repository import content_hash
+from ror.store.repository import Prepared, content_hash
 
 REGISTRIES = frozenset({"finess", "rpps"})
 _CREATION_TYPES = frozenset({"Organization", "HealthcareService", "Location", "Practitioner", "PractitionerRole"})
@@ -158,18 +159,24 @@ class FeedValidation:
 
     def check_ahead(self, conn: Connection, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
                     stored_hashes: dict[tuple[str, str], bytes]
-                    ) -> tuple[dict[tuple[str, str], Checked], dict[tuple[str, str], repository.Prepared]]:
-        """The profile checks ``judge`` would make first, made before it (out of the write transaction: docs/feeds.md,
-        "Runs"): they depend on the merged resources alone. Their references' targets are looked up by ``judge``. With
-        them, the resources checked (new or changed) prepared for their write (``repository.prepare_ahead``)."""
+                    ) -> Callable[[], tuple[dict[tuple[str, str], Checked], dict[tuple[str, str], Prepared]]]:
+        """The profile checks ``judge`` would make first, started before it (out of the write transaction:
+        docs/feeds.md, "Runs"): they depend on the merged resources alone. Their references' targets are looked up by
+        ``judge``. With them, the resources checked (new or changed) prepared for their write
+        (``repository.prepare_ahead``). What they give, when the returned function is called: in the pool's workers,
+        they run meanwhile."""
         todo = self._todo(keys, merged, stored_hashes)
         view = partial(_as_stored, stamp=self._now())
         prepare = partial(repository.prepare_ahead, keep_last_updated=False)
         resources = [merged[k] for k in todo]
-        checked, prepared = (
-            self.pool.check_and_prepare(resources, conn, at=self._at(), view=view, prepare=prepare) if self.pool else
-            check_and_prepare(self.validator, resources, conn, self._at(), view, prepare))
-        return dict(zip(todo, checked, strict=True)), dict(zip(todo, prepared, strict=True))
+        here = None if self.pool else check_and_prepare(self.validator, resources, conn, self._at(), view, prepare)
+        started = self.pool.start(resources, conn, at=self._at(), view=view, prepare=prepare) if self.pool else None
+
+        def result() -> tuple[dict[tuple[str, str], Checked], dict[tuple[str, str], Prepared]]:
+            checked, prepared = started() if started else here
+            return dict(zip(todo, checked, strict=True)), dict(zip(todo, prepared, strict=True))
+
+        return result
 
     def _todo(self, keys: list[tuple[str, str]], merged: dict[tuple[str, str], dict],
               stored_hashes: dict[tuple[str, str], bytes], ahead: dict | None = None,

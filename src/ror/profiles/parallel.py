@@ -7,7 +7,9 @@ worker processes, each with its own validator and its own connection to the stor
 the caller then resolves the references on its own connection (``Validator.resolve_references``), which sees the
 resources its transaction wrote. The verdicts are the ones the caller's validator would give. The workers also do
 the rest of the pure work of the write that follows (``check_and_prepare``: bodies and index rows), which the one
-writing process did before (a tenth of its time in a first RPPS import, py-spy).
+writing process did before (a tenth of its time in a first RPPS import, py-spy). ``CheckPool.start`` lets the caller
+go on meanwhile: a feed's run writes the batch before while the workers check the next (``ror.feeds.runs``); they run
+niced, after the run, which is the import's bottleneck (``bulk.WORKER_NICENESS``).
 
 The workers are spawned, not forked: a forked child inherits SQLite's per-process lock bookkeeping of the caller's
 open connections, and must not open the same file again. They start at the first batch large enough to be shared
@@ -20,7 +22,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from itertools import repeat
 from multiprocessing import get_context
 from typing import Any
 
@@ -63,8 +64,17 @@ class CheckPool:
         """``check_many`` of ``view(r)`` (default ``r``) for each of ``resources``, and ``prepare(r)`` of each (none
         without ``prepare``): the other pure work their write needs, done in the workers with their checks.
         ``view`` and ``prepare`` cross to the workers: module-level functions, or partials of them."""
+        return self.start(resources, conn, at=at, view=view, prepare=prepare)()
+
+    def start(self, resources: list[dict], conn: Connection, *, at: str | None = None,
+              view: Callable[[dict], dict] | None = None, prepare: Callable[[dict], Any] | None = None
+              ) -> Callable[[], tuple[list[Checked], list]]:
+        """``check_and_prepare`` started: what it gives, when the returned function is called. Shared between the
+        workers, the checks run meanwhile (the caller writes the batch before, ``ror.feeds.runs``); otherwise they are
+        made here and now, on ``conn``."""
         if self.workers < 2 or len(resources) < self.min_shared:
-            return check_and_prepare(self.validator, resources, conn, at, view, prepare)
+            done = check_and_prepare(self.validator, resources, conn, at, view, prepare)
+            return lambda: done
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_start,
                                              initargs=(self.url, self.make_validator))
@@ -72,13 +82,19 @@ class CheckPool:
         size = -(-len(resources) // (self.workers * _JOBS_PER_WORKER))
         # As JSON: pickling the resources' dicts cost a third to half of checking them (2,000 RPPS roles: 50-150 ms
         # against ~240).
-        jobs = [orjson.dumps(resources[i:i + size]) for i in range(0, len(resources), size)]
-        checked: list[Checked] = []
-        prepared: list = []
-        for part_checked, part_prepared in self._pool.map(_check, jobs, repeat(at), repeat(view), repeat(prepare)):
-            checked += part_checked
-            prepared += part_prepared
-        return checked, prepared
+        jobs = [self._pool.submit(_check, orjson.dumps(resources[i:i + size]), at, view, prepare)
+                for i in range(0, len(resources), size)]
+
+        def collect() -> tuple[list[Checked], list]:
+            checked: list[Checked] = []
+            prepared: list = []
+            for job in jobs:
+                part_checked, part_prepared = job.result()
+                checked += part_checked
+                prepared += part_prepared
+            return checked, prepared
+
+        return collect
 
     def close(self) -> None:
         if self._pool is not None:
@@ -90,8 +106,10 @@ _worker: tuple[Engine, Validator] | None = None
 
 
 def _start(url: str, make_validator) -> None:
+    from ror.store.bulk import WORKER_NICENESS
     from ror.store.engine import make_engine
     global _worker
+    os.nice(WORKER_NICENESS)
     _worker = (make_engine(url), make_validator())
 
 

@@ -46,8 +46,9 @@ _AHEAD = 2  # batches read and handed to the workers before the one being writte
 # A reload that has looked up this share of the store's fingerprints reads those still valid at once (``_Known``).
 _READ_AT_ONCE = 10
 _JOB = 250  # lines per worker job: a batch is shared between the workers
-# How much less the workers are scheduled than the writer (``nice``): see ``_Preparer._workers``.
-_WORKER_NICENESS = 10
+# How much less the workers that prepare what one process writes are scheduled than that writer (``nice``): see
+# ``_Preparer._workers``, and a feed's check workers (``ror.profiles.parallel``).
+WORKER_NICENESS = 10
 
 
 def upsert(engine: Engine, items: Iterable[dict | Line], batch_size: int = 2000,
@@ -219,7 +220,7 @@ class _Preparer:
         cores: the writer waited 24.4 s for a CPU (``/proc/…/schedstat``), 6.2 s with the workers niced; wall,
         alternated, 126.7, 117.9, 130.9 s -> 112.4, 124.4, 114.3 s."""
         if self.pool is None and self.workers:
-            self.pool = get_context("fork").Pool(self.workers, initializer=os.nice, initargs=(_WORKER_NICENESS,))
+            self.pool = get_context("fork").Pool(self.workers, initializer=os.nice, initargs=(WORKER_NICENESS,))
         return self.pool
 
     def __enter__(self) -> _Preparer:

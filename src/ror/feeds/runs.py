@@ -669,7 +669,7 @@ class Run:
             self._finish("failed", f"{type(e).__name__}: {e}")
             raise
         finally:
-            if self.checks and self.checks.pool:
+            if self.checks:
                 self.checks.pool.close()
         message = "; ".join(notes)
         self._finish("done", message)

@@ -55,7 +55,7 @@ from ror.errors import Issue
 from ror.feeds import precedence
 from ror.feeds.fhirmap import CREATION_EXT
 from ror.feeds.model import Entity, Feed, Problem
-from ror.profiles.parallel import CheckPool, check_and_prepare
+from ror.profiles.parallel import CheckPool
 from ror.profiles.validation import MISSING_TARGET, Checked, Validator
 from ror.store import repository
 from ror.store.repository import Prepared, content_hash
@@ -96,10 +96,10 @@ class Verdict:
 
 
 class FeedValidation:
-    """``pool``: where large batches are checked (worker processes); without it, in this process."""
+    """``pool``: where the profile checks are made (those of a large batch in worker processes, the others in this
+    process)."""
 
-    def __init__(self, feed: Feed, validator: Validator | None = None, tz: str = "Europe/Paris",
-                 pool: CheckPool | None = None):
+    def __init__(self, feed: Feed, pool: CheckPool, validator: Validator | None = None, tz: str = "Europe/Paris"):
         self.feed = feed
         self.validator = validator or feed_validator()
         self.pool = pool
@@ -169,11 +169,10 @@ class FeedValidation:
         view = partial(_as_stored, stamp=self._now())
         prepare = partial(repository.prepare_ahead, keep_last_updated=False)
         resources = [merged[k] for k in todo]
-        here = None if self.pool else check_and_prepare(self.validator, resources, conn, self._at(), view, prepare)
-        started = self.pool.start(resources, conn, at=self._at(), view=view, prepare=prepare) if self.pool else None
+        started = self.pool.start(resources, conn, at=self._at(), view=view, prepare=prepare)
 
         def result() -> tuple[dict[tuple[str, str], Checked], dict[tuple[str, str], Prepared]]:
-            checked, prepared = started() if started else here
+            checked, prepared = started()
             return dict(zip(todo, checked, strict=True)), dict(zip(todo, prepared, strict=True))
 
         return result
@@ -210,7 +209,7 @@ class FeedValidation:
                at: str | None, stamp: str) -> list[Checked]:
         if not keys:
             return []
-        return (self.pool or self.validator).check_many([_as_stored(merged[k], stamp) for k in keys], conn, at=at)
+        return self.pool.check_many([_as_stored(merged[k], stamp) for k in keys], conn, at=at)
 
     def _relax(self, issues: list[Issue], rtype: str, scope: str, final: bool, own: dict) -> list[Issue]:
         """Registry feeds: a missing element the registry does not own, a code NOS retired, and (after the

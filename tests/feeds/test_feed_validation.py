@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ror.feeds.finess import FinessFeed
 from ror.feeds.regional import RegionalFeed
+from ror.feeds.reports import run_problems
+from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
-from ror.feeds.schema import feed_problem
-from ror.feeds.validation import DANGLING, INHERITED, REGISTRY_CODE
-from tests.feeds.conftest import FINESS_SAMPLE, stored
+from ror.feeds.schema import feed_problem, feed_problem_record
+from ror.feeds.validation import DANGLING, INHERITED, PREFILL, REGISTRY_CODE
+from tests.feeds.conftest import FINESS_SAMPLE, RPPS_SAMPLE, stored
 
 _NOS = "https://mos.esante.gouv.fr/NOS"
 _SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
@@ -50,6 +52,23 @@ def test_retired_registry_categories_are_kept_with_a_warning(engine):
     eg = stored(engine, "Organization", "fin-010000024")
     assert eg["partOf"]["reference"].startswith("Organization/fin-")
     assert any(e["url"].endswith("ror-meta-creation-date") for e in eg["extension"])
+
+
+def test_the_warnings_of_a_pre_filled_offer_share_one_copy_of_its_record(engine):
+    """The real RPPS sample's pre-filled offers lack what the region completes (care mode, public...): one
+    warning per missing element, each about the same merged resource, stored once."""
+    run_import(engine, FinessFeed(), FINESS_SAMPLE)
+    report = run_import(engine, RppsFeed(), RPPS_SAMPLE)
+    problems = run_problems(engine, report.run_id)
+    prefills = [p for p in problems if PREFILL in p["reason"]]
+    assert (len(prefills), len(problems), report.counts["warnings"]) == (56, 59, 59)
+    for p in problems:  # each problem reads the resource it is about
+        rtype, rid = p["reason"].split(":", 1)[0].split("/")
+        assert (orjson.loads(p["record"])["resourceType"], orjson.loads(p["record"])["id"]) == (rtype, rid)
+    with engine.connect() as conn:
+        copies = conn.execute(select(func.count()).select_from(feed_problem_record).where(
+            feed_problem_record.c.run_id == report.run_id)).scalar_one()
+    assert copies == len({p["record"] for p in problems}) == 17
 
 
 def test_validation_can_be_turned_off_for_an_emergency_load(engine, monkeypatch):
@@ -96,9 +115,8 @@ def test_a_rejected_record_keeps_the_stored_version_with_line_field_and_reason(e
     assert errors[0][2].startswith(
         "HealthcareService/r84-hs-1: HealthcareService.type (champActivite): https://mos.esante.gouv.fr/NOS/"
         "TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite|99 is not in value set JDV_J20-ChampActivite-ROR")
-    with engine.connect() as conn:
-        record = conn.execute(select(feed_problem.c.record).where(feed_problem.c.run_id == report.run_id)).scalar()
-    assert orjson.loads(record)["type"][0]["coding"][0]["code"] == "99"  # the merged resource that was refused
+    [problem] = [p for p in run_problems(engine, report.run_id) if p["severity"] == "error"]
+    assert orjson.loads(problem["record"])["type"][0]["coding"][0]["code"] == "99"  # the merged resource refused
     assert stored(engine, "HealthcareService", "r84-hs-1") == before
 
 

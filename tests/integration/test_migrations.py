@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from ror.feeds.finess import FinessFeed
+from ror.feeds.reports import run_problems
+from ror.feeds.runs import run_import
 from ror.store import bulk, migrate
 from ror.store.schema import INDEX_TABLES
 from tests.api.test_http import capacity
+from tests.feeds.conftest import FINESS_SAMPLE
 from tests.integration.test_index_diff import copies_are_current
 from tests.integration.test_paging import places
 
@@ -132,3 +136,21 @@ def test_0018_remembers_what_each_source_said(service):
         "feed_contribution")}  # SQLite's copy of the table kept its indexes
     _alembic(service.engine, command.upgrade, "head")
     assert {"said", "said_version"} <= columns()
+
+
+def test_0020_moves_the_record_of_each_problem_of_a_store_to_the_shared_records(service):
+    def problem_columns() -> set[str]:
+        with service.engine.connect() as conn:
+            return {c["name"] for c in inspect(conn).get_columns("feed_problem")}
+
+    report = run_import(service.engine, FinessFeed(), FINESS_SAMPLE)
+    before = run_problems(service.engine, report.run_id)
+    assert len(before) > 100 and len({p["record"] for p in before}) < len(before)  # records shared
+    _alembic(service.engine, command.downgrade, "0019")
+    assert "record" in problem_columns() and not inspect(service.engine).has_table("feed_problem_record")
+    with service.engine.connect() as conn:
+        copies = conn.execute(text("SELECT record FROM feed_problem ORDER BY problem_id")).scalars().all()
+    assert copies == [p["record"] for p in before]  # a copy each, as before 0020
+    _alembic(service.engine, command.upgrade, "head")
+    assert "record" not in problem_columns()
+    assert run_problems(service.engine, report.run_id) == before

@@ -35,7 +35,7 @@ from ror.feeds.identity import Resolver
 from ror.feeds.memo import Gave, Memo
 from ror.feeds.model import Entity, Feed, Known, Problem, Record, clip, weight
 from ror.feeds.readahead import read_ahead
-from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_run
+from ror.feeds.schema import feed_change, feed_contribution, feed_problem, feed_problem_record, feed_run
 from ror.feeds.validation import FeedValidation, feed_validator
 from ror.fhirdates import now_stamp
 from ror.profiles.parallel import CheckPool
@@ -154,6 +154,7 @@ class Run:
         self.on_batch = on_batch
         self.counts: Counter = Counter()
         self.shown: list[Problem] = []
+        self.problem_records = 0  # records booked in ``feed_problem_record``: the last one's number
         self.seen: set[int] = set()  # (rtype, strongest key) already written by this run
         self.scopes_seen: set[str] = set()
         self.run_id = 0
@@ -181,9 +182,16 @@ class Run:
 
     def _book(self, conn: Connection, problems: list[Problem], done: Counter) -> None:
         if problems:
+            numbers: dict[str, int] = {}  # the problems of one record (an offer's warnings) share its text
+            for p in problems:
+                if p.record not in numbers:
+                    self.problem_records += 1
+                    numbers[p.record] = self.problem_records
+            conn.execute(insert(feed_problem_record), [
+                {"run_id": self.run_id, "record_no": no, "record": clip(text)} for text, no in numbers.items()])
             conn.execute(insert(feed_problem), [
                 {"run_id": self.run_id, "line": p.line, "field": p.field[:200], "severity": p.severity,
-                 "reason": p.reason, "record": clip(p.record)} for p in problems])
+                 "reason": p.reason, "record_no": numbers[p.record]} for p in problems])
             room = SHOWN_PROBLEMS - len(self.shown)
             self.shown.extend(problems[:max(room, 0)])
         if done:

@@ -1,7 +1,8 @@
 """Tables of the feeds, on the store's ``metadata`` (created by migration 0003).
 
 - ``feed_run``: one row per import run — source, file, checksum, times, status and counts.
-- ``feed_problem``: every rejected record (and every warning) of a run, with line, field and reason.
+- ``feed_problem``: every rejected record (and every warning) of a run, with line, field and reason;
+  ``feed_problem_record``: the record each problem is about, once for all the problems of the same record.
 - ``feed_change``: the change report of a run — which national resources it created, updated or closed.
 - ``feed_identity``: identity keys (``system|value``) -> national resource, the consolidation memory.
 - ``feed_contribution``: what each source last said about each resource (hash per element) and the
@@ -62,8 +63,19 @@ feed_problem = Table(
     Column("field", String(200), nullable=False),
     Column("severity", String(10), nullable=False),  # error (record rejected) | warning (record kept)
     Column("reason", Text, nullable=False),
-    Column("record", Text, nullable=False),  # the raw record, for correction and replay
+    Column("record_no", BigInteger, nullable=False),  # its record in ``feed_problem_record``
     Index("ix_feed_problem_run", "run_id", "problem_id"),
+)
+
+# The raw record (or the merged resource) problems are about, for correction and replay: an RPPS pre-filled offer
+# has about four warnings, each with the same record (migration 0020).
+feed_problem_record = Table(
+    "feed_problem_record",
+    metadata,
+    Column("run_id", BigInteger, nullable=False),
+    Column("record_no", BigInteger, nullable=False),
+    Column("record", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "record_no", name="pk_feed_problem_record"),
 )
 
 feed_change = Table(
@@ -119,4 +131,4 @@ feed_record = Table(
     PrimaryKeyConstraint("source", "digest", name="pk_feed_record"),
 )
 
-TABLES = [feed_run, feed_problem, feed_change, feed_identity, feed_contribution, feed_record]
+TABLES = [feed_run, feed_problem, feed_problem_record, feed_change, feed_identity, feed_contribution, feed_record]

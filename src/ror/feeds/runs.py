@@ -608,15 +608,13 @@ class Run:
     # --- the run ----------------------------------------------------------------------------------
 
     def execute(self) -> RunReport:
-        # The garbage collector paused, the run collecting the young objects after each batch itself, once the batch is
-        # let go (and its forked reader after each chunk): what outlives a batch (the identities seen, the digests
-        # known: millions of entries) is never traversed again. The collector's own full collections went through
-        # them time and again (national RPPS reload: 98.4, 119.0 s; 70.4, 70.4 s paused). Collected while the batch
-        # was still held (after each of its transactions), its ~30,000 objects were traversed twice, each visit of
-        # what they reference a cache miss on a large heap: 25-30 ms a collection, 6 % of a first RPPS import. Since a
-        # batch is checked while the one before is written, the next batch is always held: each collection traverses
-        # it (88 ms, 9 % of a first RPPS import), and finds only ~600 small objects in cycles (SQLAlchemy's statement
-        # constructs), so it runs every ``_COLLECT_EVERY`` batches.
+        # The garbage collector paused, the run collecting the young objects itself (and its forked reader after each
+        # chunk): what outlives a batch (the identities seen, the digests known: millions of entries) is never
+        # traversed again. The collector's own full collections went through them time and again (national RPPS
+        # reload: 98.4, 119.0 s; 70.4, 70.4 s paused). A collection traverses every young object still held, each
+        # visit of what they reference a cache miss on a large heap: the batch checked while the one before is
+        # written is always held, and took 88 ms a collection (9 % of a first RPPS import) to find ~600 small objects
+        # in cycles (SQLAlchemy's statement constructs). So the run collects every ``_COLLECT_EVERY`` batches.
         with gc_paused():
             return self._execute()
 

@@ -154,3 +154,6 @@ def test_0020_moves_the_record_of_each_problem_of_a_store_to_the_shared_records(
     _alembic(service.engine, command.upgrade, "head")
     assert "record" not in problem_columns()
     assert run_problems(service.engine, report.run_id) == before
+    with service.engine.connect() as conn:  # shared again, as the run booked them
+        assert conn.execute(text("SELECT COUNT(*) FROM feed_problem_record")).scalar_one() == len(
+            {p["record"] for p in before})

@@ -5,6 +5,7 @@ rows stored."""
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from concurrent.futures.process import BrokenProcessPool
 
@@ -18,6 +19,7 @@ from ror.feeds.rpps import RppsFeed
 from ror.feeds.runs import run_import
 from ror.feeds.schema import feed_problem, feed_run
 from ror.feeds.validation import feed_validator
+from ror.profiles import parallel
 from ror.profiles.parallel import CheckPool
 from ror.store.bulk import WORKER_NICENESS
 from ror.store.engine import make_engine
@@ -209,3 +211,28 @@ def test_the_check_workers_are_scheduled_after_the_run(engine):
         assert pool._pool.submit(os.nice, 0).result() == min(os.nice(0) + WORKER_NICENESS, 19)
     finally:
         pool.close()
+
+
+def test_the_check_workers_collect_their_garbage_between_jobs(engine):
+    """A check worker's collector is paused (its collections traversed every job's resources and results); what a
+    job left in cycles is collected when the next one starts."""
+    pool = CheckPool(engine, feed_validator(), feed_validator, min_shared=1, workers=2)
+    try:
+        with engine.connect() as conn:
+            pool.check_many([{"resourceType": "Organization", "id": "x"}], conn)
+        assert pool._pool.submit(gc.isenabled).result() is False
+        assert pool._pool.submit(_a_job_after_a_cycle).result() == 0
+    finally:
+        pool.close()
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def _a_job_after_a_cycle() -> int:
+    """In a check worker: a cycle left, then a job; how many such cycles are left."""
+    _Cycle()
+    parallel._check(orjson.dumps([{"resourceType": "Organization", "id": "x"}]), None, None, None)
+    return sum(isinstance(o, _Cycle) for o in gc.get_objects())

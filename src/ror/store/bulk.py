@@ -144,17 +144,17 @@ def _is_empty(engine: Engine) -> bool:
         return not dbapi_rows(conn, "SELECT 1 FROM resource LIMIT 1")
 
 
-def _lookup_indexes(conn: Connection) -> list[tuple[str, str]]:
+def _lookup_indexes(conn: Connection) -> dict[str, tuple[str, str]]:
     """Name and definition, as the database has them, of the indexes not led by pk of the index tables and the
-    fingerprints (whose digest index no line of a first load looks up). A load appends to the pk-led ones (pks only
-    grow) but inserts each row at a random place in the others: built once from the loaded rows, these cost one
-    sort."""
+    fingerprints (whose digest index no line of a first load looks up), by name of their table. A load appends to the
+    pk-led ones (pks only grow) but inserts each row at a random place in the others: built once from the loaded
+    rows, these cost one sort."""
     inspector = inspect(conn)
-    names = {ix["name"] for table in (*INDEX_TABLES.values(), load_fingerprint)
-             for ix in inspector.get_indexes(table.name) if ix["column_names"][:1] != ["pk"]}
+    tables = {ix["name"]: table.name for table in (*INDEX_TABLES.values(), load_fingerprint)
+              for ix in inspector.get_indexes(table.name) if ix["column_names"][:1] != ["pk"]}
     catalog = ("SELECT name, sql FROM sqlite_master WHERE type = 'index'" if is_sqlite(conn) else
                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")
-    return [(name, ddl) for name, ddl in dbapi_rows(conn, catalog) if name in names]
+    return {name: (tables[name], ddl) for name, ddl in dbapi_rows(conn, catalog) if name in tables}
 
 
 @contextmanager
@@ -168,14 +168,20 @@ def _session(engine: Engine, first_load: bool) -> Iterator[_Session]:
     with write_transaction(engine, direct=True) as conn:
         _plan_each_statement(conn)
         deferred = _lookup_indexes(conn)
-        for name, _ in deferred:
+        for name in deferred:
             dbapi_rows(conn, f"DROP INDEX {name}")
         yield _Session(engine, conn, first_load=True)
-        for _, ddl in deferred:
+        # The offers' copies of their places' rows, all at once (batch by batch, a place written after its offers
+        # would have had them looked up through an index dropped meanwhile), once the index they find the offers'
+        # places by is built, and before the others: their rows are then sorted into those with the loaded ones,
+        # rather than each inserted at a random place. 270k first load's end: 27.6, 29.3, 29.1 -> 26.8, 25.9, 24.9 s.
+        first = [ddl for table, ddl in deferred.values() if table == derived.READS]
+        for ddl in first:
             dbapi_rows(conn, ddl)
-        # The offers' copies of their places' rows, all at once: batch by batch, a place written after its offers
-        # would have had them looked up through an index dropped meanwhile.
         derived.copy_all(conn, dbapi_rows(conn, "SELECT coalesce(max(tx), 0) FROM resource")[0][0])
+        for _, ddl in deferred.values():
+            if ddl not in first:
+                dbapi_rows(conn, ddl)
 
 
 # -- preparing lines: parse, content hash, index rows --------------------------------------------------

@@ -36,6 +36,7 @@ COPIED = {"Location.near": "geo", "Location.capacity-status": "token", "Location
           "Location.capacity-type": "token", "Location.temporality-capacity": "token",
           "Location.gender-capacity-available": "token"}
 _CHUNK = 400  # offers per statement
+READS = INDEX_TABLES["reference"].name  # the index table read by its lookup index to find an offer's places
 
 
 def copy_key(target_key: str) -> str | None:
